@@ -1,0 +1,62 @@
+"""bestofn: best-of-N selection with FLIP (backward inference) as the reward.
+
+The whole public surface is re-exported here; module layout is private.
+"""
+
+from bestofn.cache import ReconstructionCache
+from bestofn.config import (
+    Config,
+    EngineConfig,
+    FlipConfig,
+    GenerationConfig,
+    SelectionConfig,
+    load_config,
+)
+from bestofn.engine import Completion, Engine, GenerationRequest
+from bestofn.errors import (
+    BestOfNError,
+    ConfigError,
+    EngineError,
+    InputError,
+    ModelError,
+    OutputError,
+)
+from bestofn.flip import FlipScorer, parse_reply
+from bestofn.pipeline import BestOfN
+from bestofn.scorers import LengthScorer, RandomScorer, Scorer
+from bestofn.select import select_index
+from bestofn.similarity import word_f1
+from bestofn.types import Candidate, Score, Selection
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BestOfN",
+    "BestOfNError",
+    "Candidate",
+    "Completion",
+    "Config",
+    "ConfigError",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "FlipConfig",
+    "FlipScorer",
+    "GenerationConfig",
+    "GenerationRequest",
+    "InputError",
+    "LengthScorer",
+    "ModelError",
+    "OutputError",
+    "RandomScorer",
+    "ReconstructionCache",
+    "Score",
+    "Scorer",
+    "Selection",
+    "SelectionConfig",
+    "__version__",
+    "load_config",
+    "parse_reply",
+    "select_index",
+    "word_f1",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from bestofn.cli import main
+
+sys.exit(main())

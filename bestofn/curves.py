@@ -1,0 +1,392 @@
+"""Exact best-of-k quality curves for one pool of scored candidates (selector, oracle, random),
+and their bootstrap confidence intervals over instructions (curve_table, CurvePoint).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special, stats
+
+TieRule = Literal["uniform", "first"]
+"""How best-of-k decides "the highest score" among k candidates drawn from a pool.
+
+* Unscored candidates (score None) rank below every scored candidate, even a score of
+  ``-inf``: one is kept only when the k drawn candidates hold no scored candidate at all.
+* ``"uniform"`` (default): equal scores form a tie block, and all unscored candidates form
+  one block below the lowest score. When several drawn candidates share the top score, the
+  kept one is chosen uniformly among them, so its expected quality is their mean.
+* ``"first"``: among equal scores the candidate with the lowest original index wins (a
+  deterministic tie-break), and likewise among unscored candidates. Equivalently a lower
+  index counts as a slightly higher score, which leaves no ties.
+"""
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_TIE_RULES: tuple[str, ...] = ("uniform", "first")
+
+# Upper bound on the float64 elements one scipy.stats.bootstrap call materialises
+# (columns x resamples x items), about 64 MiB; wider tables are cut into column chunks.
+_BOOTSTRAP_ELEMENT_BUDGET = 1 << 23
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One k of a curve table: the mean over instructions and its bootstrap CI, per curve."""
+
+    k: int
+    selector: float
+    selector_low: float
+    selector_high: float
+    oracle: float
+    oracle_low: float
+    oracle_high: float
+    random: float
+    random_low: float
+    random_high: float
+    items: int
+    """How many instructions (pools) the means and intervals are taken over."""
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _check_tie_rule(tie_rule: str) -> None:
+    if tie_rule not in _TIE_RULES:
+        raise ValueError(f"tie_rule must be 'uniform' or 'first', got {tie_rule!r}")
+
+
+def _check_pool(
+    scores: Sequence[float | None], qualities: Sequence[float]
+) -> tuple[list[float | None], FloatArray]:
+    """Validate one pool; return the scores as floats/None and the qualities as an array."""
+    q = np.asarray(qualities, dtype=np.float64)
+    if q.ndim != 1:
+        raise ValueError(f"qualities must be a flat sequence, got shape {q.shape}")
+    if len(scores) != q.shape[0]:
+        raise ValueError(
+            f"scores has {len(scores)} entries but qualities has {q.shape[0]}; "
+            "every candidate needs exactly one score and one quality"
+        )
+    if q.shape[0] == 0:
+        raise ValueError("a pool needs at least one candidate")
+    bad = np.flatnonzero(~np.isfinite(q))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"quality at index {i} is {q[i]}; qualities must be finite")
+    checked: list[float | None] = []
+    for i, s in enumerate(scores):
+        if s is None:
+            checked.append(None)
+            continue
+        value = float(s)
+        # NaN has no place in an ordering; an unscored candidate must be said with None.
+        if math.isnan(value):
+            raise ValueError(f"score at index {i} is NaN; use None for an unscored candidate")
+        checked.append(value)
+    return checked, q
+
+
+# ---------------------------------------------------------------------------- combinatorics
+#
+# Every curve is the exact expectation over all C(N, k) equally likely k-subsets; nothing is
+# simulated. Candidates are sorted ascending by rank and cut into blocks (see TieRule). A
+# block of size b with L candidates strictly below it holds the subset's maximum exactly
+# when every drawn candidate is among the lowest L + b but not all among the lowest L:
+#     P(block) = [C(L + b, k) - C(L, k)] / C(N, k).
+# Given that j >= 1 members were drawn, the kept one is uniform over them under "uniform",
+# and the j drawn members are themselves a uniform j-subset of the block, so by symmetry
+# each member is kept with probability P(block) / b and the block contributes
+# P(block) * mean(q over block). With b = 1 this reduces to C(r - 1, k - 1) / C(N, k) for
+# rank r, since C(r, k) - C(r - 1, k) = C(r - 1, k - 1).
+
+
+def _blocks(scores: list[float | None], tie_rule: str) -> tuple[IntArray, IntArray]:
+    """Cut the pool into rank blocks, lowest first.
+
+    Returns ``block_of`` (the block of each candidate, by original index) and ``bounds``
+    (length B + 1: bounds[j] candidates lie strictly below block j; bounds[B] = N).
+    """
+
+    def key(i: int) -> tuple[float, ...]:
+        s = scores[i]
+        # The leading 0/1 puts every unscored candidate below every score, even -inf.
+        head = (0.0, 0.0) if s is None else (1.0, s)
+        # Under "first" -i makes a lower index rank higher and leaves no two keys equal.
+        return (*head, float(-i)) if tie_rule == "first" else head
+
+    order = sorted(range(len(scores)), key=key)
+    block_of = np.empty(len(scores), dtype=np.int64)
+    bounds = [0]
+    previous: tuple[float, ...] | None = None
+    for position, i in enumerate(order):
+        current = key(i)
+        if previous is not None and current != previous:
+            bounds.append(position)
+        block_of[i] = len(bounds) - 1
+        previous = current
+    bounds.append(len(scores))
+    return block_of, np.asarray(bounds, dtype=np.int64)
+
+
+def _prob_all_within(n: int, ks: IntArray, ms: IntArray) -> FloatArray:
+    """``C(m, k) / C(n, k)`` for every k in ``ks`` (rows) and m in ``ms`` (columns).
+
+    That is the probability that a uniform k-subset of n ranks lies entirely within the
+    lowest m ranks, i.e. that its maximum rank is at most m.
+    """
+    k = ks.astype(np.float64)[:, None]
+    m = ms.astype(np.float64)[None, :]
+    inside = m >= k
+    # Log space keeps N ~ 1024 finite (C(1024, 512) overflows a float). The two brackets
+    # are each exactly 0 when m == n, so the full-pool probability is exactly 1.0 and the
+    # block probabilities (its differences) telescope to a total of 1 up to rounding.
+    safe_m_minus_k = np.where(inside, m - k, 0.0)
+    log_ratio = (special.gammaln(m + 1.0) - special.gammaln(n + 1.0)) + (
+        special.gammaln(n - k + 1.0) - special.gammaln(safe_m_minus_k + 1.0)
+    )
+    result: FloatArray = np.where(inside, np.exp(log_ratio), 0.0)
+    return result
+
+
+def _block_probabilities(n: int, bounds: IntArray, ks: IntArray) -> FloatArray:
+    """P(the subset's maximum lies in block j) for each k in ``ks`` (rows) and block j."""
+    below_or_in = _prob_all_within(n, ks, bounds)
+    # [C(L + b, k) - C(L, k)] / C(N, k): all k within the block or below, minus all below.
+    diffs: FloatArray = np.diff(below_or_in, axis=1)
+    return diffs
+
+
+def _curve(scores: list[float | None], q: FloatArray, ks: IntArray, tie_rule: str) -> FloatArray:
+    """Expected kept quality for each k in ``ks``, on an already validated pool."""
+    block_of, bounds = _blocks(scores, tie_rule)
+    sizes = np.diff(bounds).astype(np.float64)
+    block_mean = np.bincount(block_of, weights=q, minlength=sizes.shape[0]) / sizes
+    expected: FloatArray = _block_probabilities(q.shape[0], bounds, ks) @ block_mean
+    return expected
+
+
+def _all_ks(n: int) -> IntArray:
+    return np.arange(1, n + 1, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------- curves
+
+
+def selection_probabilities(
+    scores: Sequence[float | None], *, tie_rule: TieRule = "uniform"
+) -> FloatArray:
+    """Probability that each candidate is the one kept by best-of-k, for every k.
+
+    Returns an (N, N) array whose entry [k - 1, i] is P(candidate i is kept by best-of-k);
+    every row sums to 1. The curves are these rows dotted with the qualities.
+    """
+    _check_tie_rule(tie_rule)
+    checked, _ = _check_pool(scores, [0.0] * len(scores))
+    n = len(checked)
+    block_of, bounds = _blocks(checked, tie_rule)
+    sizes = np.diff(bounds).astype(np.float64)
+    per_member = _block_probabilities(n, bounds, _all_ks(n)) / sizes
+    result: FloatArray = per_member[:, block_of]
+    return result
+
+
+def expected_best_of_k(
+    scores: Sequence[float | None],
+    qualities: Sequence[float],
+    k: int,
+    *,
+    tie_rule: TieRule = "uniform",
+) -> float:
+    """Exact expected quality of best-of-k on one pool (k drawn without replacement).
+
+    Raises ValueError for k outside 1..N, mismatched lengths, NaN scores, non-finite
+    qualities, an empty pool or an unknown tie rule; TypeError if k is not an integer.
+    """
+    _check_tie_rule(tie_rule)
+    checked, q = _check_pool(scores, qualities)
+    k = operator.index(k)
+    n = q.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the pool size {n}, got {k}")
+    return float(_curve(checked, q, np.asarray([k], dtype=np.int64), tie_rule)[0])
+
+
+def best_of_k_curve(
+    scores: Sequence[float | None],
+    qualities: Sequence[float],
+    *,
+    tie_rule: TieRule = "uniform",
+) -> FloatArray:
+    """Exact expected quality of best-of-k for k = 1..N; entry k - 1 is best-of-k.
+
+    k candidates are drawn uniformly without replacement and the highest-scored is kept.
+    Unscored (None) candidates rank below every scored one; ties follow ``tie_rule``
+    ("uniform": uniform among the tied, "first": lowest index wins); see TieRule.
+    """
+    _check_tie_rule(tie_rule)
+    checked, q = _check_pool(scores, qualities)
+    return _curve(checked, q, _all_ks(q.shape[0]), tie_rule)
+
+
+def oracle_curve(qualities: Sequence[float]) -> FloatArray:
+    """Expected best *quality* in a uniform k-subset, for k = 1..N (selection by quality).
+
+    Ties in quality need no rule: tied candidates have the same quality by definition.
+    """
+    _, q = _check_pool([0.0] * len(qualities), qualities)
+    as_scores: list[float | None] = [float(v) for v in q]
+    return _curve(as_scores, q, _all_ks(q.shape[0]), "uniform")
+
+
+def random_curve(qualities: Sequence[float]) -> FloatArray:
+    """The pool mean quality for every k (a random pick ignores k), length N."""
+    _, q = _check_pool([0.0] * len(qualities), qualities)
+    return np.full(q.shape[0], float(np.mean(q)), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- bootstrap
+
+
+def _check_bootstrap_args(confidence: float, n_resamples: int) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+
+
+def _bootstrap_columns(
+    data: FloatArray, confidence: float, n_resamples: int, seed: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(mean, low, high) per column of an (items, columns) array, resampling items.
+
+    Percentile bootstrap (not BCa): BCa's jackknife acceleration is undefined when the
+    resampled means barely vary (common with 0/1 qualities and few items) and then yields
+    NaN plus a warning, while the percentile interval is always defined. Every scipy call
+    starts from a fresh ``default_rng(seed)``, so each column gets exactly the interval
+    that ``bootstrap_ci`` gives for that column alone with the same seed.
+    """
+    items = data.shape[0]
+    mean = np.mean(data, axis=0)
+    low = mean.copy()
+    high = mean.copy()
+    # All-equal columns (and any column when items == 1) have a zero-width interval; the
+    # mean is set to the common value itself because averaging it can round (0.1 * 3 / 3).
+    constant = np.ptp(data, axis=0) == 0.0
+    mean[constant] = data[0, constant]
+    low[constant] = data[0, constant]
+    high[constant] = data[0, constant]
+    varying = np.flatnonzero(~constant)
+    if items < 2 or varying.size == 0:
+        return mean, low, high
+    per_call = max(1, _BOOTSTRAP_ELEMENT_BUDGET // (n_resamples * items))
+    for start in range(0, varying.size, per_call):
+        cols = varying[start : start + per_call]
+        result = stats.bootstrap(
+            (data[:, cols],),
+            np.mean,
+            n_resamples=n_resamples,
+            vectorized=True,
+            axis=0,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        low[cols] = np.asarray(result.confidence_interval.low, dtype=np.float64)
+        high[cols] = np.asarray(result.confidence_interval.high, dtype=np.float64)
+    return mean, low, high
+
+
+def bootstrap_ci(
+    per_item: FloatArray,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over items and its percentile-bootstrap interval.
+
+    Items are resampled with replacement ``n_resamples`` times (scipy.stats.bootstrap,
+    method "percentile", seeded by ``seed`` so the result is reproducible). One item or
+    all-equal items give ``(mean, mean, mean)`` instead of raising.
+    """
+    _check_bootstrap_args(confidence, n_resamples)
+    values = np.asarray(per_item, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"per_item must be one-dimensional, got shape {values.shape}")
+    if values.shape[0] == 0:
+        raise ValueError("per_item is empty; a confidence interval needs at least one item")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("per_item contains NaN or infinite values")
+    mean, low, high = _bootstrap_columns(values[:, None], confidence, n_resamples, seed)
+    return float(mean[0]), float(low[0]), float(high[0])
+
+
+def curve_table(
+    pools: Sequence[tuple[Sequence[float | None], Sequence[float]]],
+    *,
+    tie_rule: TieRule = "uniform",
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[CurvePoint]:
+    """Selector, oracle and random curves averaged over instructions, with bootstrap CIs.
+
+    ``pools`` holds one (scores, qualities) pair per instruction; all must have the same N.
+    Each instruction contributes its exact per-k curve, and the interval at each k
+    resamples instructions (see ``bootstrap_ci``). Returns one CurvePoint per k = 1..N.
+    """
+    _check_tie_rule(tie_rule)
+    _check_bootstrap_args(confidence, n_resamples)
+    if len(pools) == 0:
+        raise ValueError("curve_table needs at least one pool")
+    selector_rows: list[FloatArray] = []
+    oracle_rows: list[FloatArray] = []
+    random_means: list[float] = []
+    n = 0
+    for index, (scores, qualities) in enumerate(pools):
+        try:
+            _check_pool(scores, qualities)
+        except ValueError as exc:
+            raise ValueError(f"pool {index}: {exc}") from exc
+        size = len(scores)
+        if index == 0:
+            n = size
+        elif size != n:
+            raise ValueError(
+                f"pool {index} has {size} candidates but pool 0 has {n}; "
+                "every pool must have the same N"
+            )
+        selector_rows.append(best_of_k_curve(scores, qualities, tie_rule=tie_rule))
+        oracle_rows.append(oracle_curve(qualities))
+        random_means.append(float(np.mean(np.asarray(qualities, dtype=np.float64))))
+
+    sel = _bootstrap_columns(np.vstack(selector_rows), confidence, n_resamples, seed)
+    orc = _bootstrap_columns(np.vstack(oracle_rows), confidence, n_resamples, seed)
+    # The random curve is flat per item, so one interval serves every k.
+    rnd = _bootstrap_columns(
+        np.asarray(random_means, dtype=np.float64)[:, None], confidence, n_resamples, seed
+    )
+    return [
+        CurvePoint(
+            k=k,
+            selector=float(sel[0][k - 1]),
+            selector_low=float(sel[1][k - 1]),
+            selector_high=float(sel[2][k - 1]),
+            oracle=float(orc[0][k - 1]),
+            oracle_low=float(orc[1][k - 1]),
+            oracle_high=float(orc[2][k - 1]),
+            random=float(rnd[0][0]),
+            random_low=float(rnd[1][0]),
+            random_high=float(rnd[2][0]),
+            items=len(pools),
+        )
+        for k in range(1, n + 1)
+    ]

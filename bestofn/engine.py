@@ -1,0 +1,258 @@
+"""The Engine seam: a small protocol, and VllmEngine, the only module that imports vLLM.
+
+One engine object serves generation, reconstruction and judging in the same process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from bestofn.config import EngineConfig
+from bestofn.errors import EngineError
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt (already chat-formatted) and how to sample from it."""
+
+    prompt: str
+    n: int = 1
+    max_tokens: int = 128
+    temperature: float = 0.0
+    """0 decodes greedily."""
+    top_p: float = 1.0
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    """Constrain the reply to this JSON schema where the engine supports it."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None
+
+
+@dataclass
+class EngineStats:
+    """Accounting an engine keeps over its life."""
+
+    start_s: float = 0.0
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    generate_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What bestofn needs from an inference engine."""
+
+    model_id: str
+    stats: EngineStats
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """Apply the model's chat template and open the assistant turn."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The first ``max_tokens`` tokens of ``text``, decoded back to a string."""
+        ...
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: str | None = None
+    ) -> list[list[Completion]]:
+        """Run every request in one batched call; result i holds request i's n completions.
+
+        ``progress`` names a progress bar to show; None shows none.
+        """
+        ...
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
+
+
+# Settings that make vLLM start in seconds on a small CPU machine (measured, see README).
+# They must be in the environment before vLLM builds its engine; setdefault keeps a
+# user's own choice.
+def _set_cpu_environment(config: EngineConfig) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    kv = config.kv_cache_space_gib
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv) if kv == int(kv) else kv))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def _resolve_device(config: EngineConfig) -> str:
+    if config.device != "auto":
+        return config.device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+class VllmEngine:
+    """One ``vllm.LLM`` for the whole process."""
+
+    def __init__(self, model_path: str, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.model_id = model_path
+        self.device = _resolve_device(self.config)
+        self.stats = EngineStats()
+        if self.device == "cpu":
+            _set_cpu_environment(self.config)
+        else:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        started = time.perf_counter()
+        try:
+            import vllm
+        except ImportError as exc:
+            raise EngineError(
+                f"vLLM is not installed ({exc}); install bestofn with the 'cpu' or 'gpu' "
+                "extra, e.g. `make install` or `pip install -e '.[cpu]'`"
+            ) from None
+        kwargs: dict[str, Any] = {
+            "model": model_path,
+            "tokenizer": model_path,
+            "dtype": self.config.dtype,
+            "max_model_len": self.config.max_model_len,
+            "max_num_seqs": self.config.max_num_seqs,
+            "max_num_batched_tokens": self.config.max_num_batched_tokens,
+            "enable_chunked_prefill": self.config.enable_chunked_prefill,
+            "enable_prefix_caching": self.config.enable_prefix_caching,
+            "enforce_eager": self.config.enforce_eager,
+            "seed": self.config.seed,
+        }
+        if self.device == "gpu":
+            kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+            kwargs["tensor_parallel_size"] = self.config.tensor_parallel_size
+        try:
+            self._llm: Any = vllm.LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many types; all mean "did not start"
+            text = f"{type(exc).__name__}: {exc}"
+            hint = ""
+            if "memory" in text.lower() or "kv cache" in text.lower():
+                hint = (
+                    "; lower engine.max_model_len or engine.max_num_seqs, or raise "
+                    "engine.kv_cache_space_gib (CPU) / engine.gpu_memory_utilization (GPU)"
+                )
+            raise EngineError(
+                f"the vLLM engine failed to start on {model_path}: {text}{hint}"
+            ) from exc
+        self._tokenizer = self._llm.get_tokenizer()
+        self._sampling_params = vllm.SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import StructuredOutputsParams
+
+        self._tokens_prompt = TokensPrompt
+        self._structured = StructuredOutputsParams
+        self.stats.start_s = time.perf_counter() - started
+        self.stats.extra["peak_rss_mib_after_start"] = round(peak_rss_mib(), 1)
+        self.stats.extra["vllm_version"] = getattr(vllm, "__version__", "unknown")
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        text = self._tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        return str(self._tokenizer.decode(ids[:max_tokens], skip_special_tokens=True))
+
+    def _params(self, request: GenerationRequest) -> Any:
+        kwargs: dict[str, Any] = {
+            "n": request.n,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p if request.temperature > 0 else 1.0,
+            "seed": request.seed,
+        }
+        if request.json_schema is not None:
+            kwargs["structured_outputs"] = self._structured(json=request.json_schema)
+        return self._sampling_params(**kwargs)
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: str | None = None
+    ) -> list[list[Completion]]:
+        if not requests:
+            return []
+        prompts: list[Any] = []
+        limit = self.config.max_model_len
+        for request in requests:
+            ids = self.encode(request.prompt)
+            if len(ids) + request.max_tokens > limit:
+                raise EngineError(
+                    f"a prompt of {len(ids)} tokens plus max_tokens={request.max_tokens} "
+                    f"exceeds engine.max_model_len={limit}; shorten the input or raise "
+                    "engine.max_model_len"
+                )
+            prompts.append(self._tokens_prompt(prompt_token_ids=ids))
+            self.stats.prompt_tokens += len(ids)
+        params = [self._params(r) for r in requests]
+        use_tqdm: Any = False
+        if progress is not None:
+            from functools import partial
+
+            from tqdm import tqdm
+
+            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
+        except Exception as exc:
+            raise EngineError(f"vLLM generate failed: {type(exc).__name__}: {exc}") from exc
+        self.stats.generate_s += time.perf_counter() - started
+        self.stats.calls += 1
+        results: list[list[Completion]] = []
+        for output in outputs:
+            completions = []
+            for choice in output.outputs:
+                token_ids = tuple(int(t) for t in choice.token_ids)
+                self.stats.output_tokens += len(token_ids)
+                completions.append(
+                    Completion(
+                        text=choice.text, token_ids=token_ids, finish_reason=choice.finish_reason
+                    )
+                )
+            results.append(completions)
+        return results
+
+    def close(self) -> None:
+        """Shut the engine core down (frees memory before the process ends)."""
+        llm = getattr(self, "_llm", None)
+        if llm is None:
+            return
+        # Best effort at exit: a failed shutdown leaves nothing for the user to act on.
+        with contextlib.suppress(Exception):
+            llm.llm_engine.engine_core.shutdown()
+        self._llm = None

@@ -1,0 +1,56 @@
+"""The exception tree: every failure a user can act on is a BestOfNError.
+
+    BestOfNError
+    ├── ConfigError   a config file or value breaks a rule (field, rule, value, fix)
+    ├── InputError    an input file or line is malformed (file, line, field, rule, value)
+    ├── ModelError    the model path is missing or the embedded model cannot be built
+    ├── EngineError   the engine failed to start, ran out of memory, or a call failed
+    └── OutputError   an output path cannot be written, or belongs to another run
+
+Anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+
+class BestOfNError(Exception):
+    """Root of every error bestofn raises on purpose."""
+
+
+class ConfigError(BestOfNError):
+    """A configuration value or file is invalid."""
+
+
+class InputError(BestOfNError):
+    """An input file or one of its lines is invalid."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        where = ""
+        if path is not None:
+            where = path if line is None else f"{path}:{line}"
+        if field is not None:
+            where = f"{where}: field {field!r}" if where else f"field {field!r}"
+        self.reason = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ModelError(BestOfNError):
+    """The model cannot be found, built or verified."""
+
+
+class EngineError(BestOfNError):
+    """The inference engine failed."""
+
+
+class OutputError(BestOfNError):
+    """An output file cannot be written or does not match this run."""

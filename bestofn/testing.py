@@ -1,0 +1,87 @@
+"""FakeEngine: a deterministic, instant Engine for tests and examples.
+
+Tokens are whitespace-separated words; replies come from a ``respond`` function.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+
+from bestofn.engine import Completion, EngineStats, GenerationRequest, Message
+from bestofn.seeding import derive_seed
+
+_TURN = re.compile(r"<\|(system|user|assistant)\|>\n(.*?)\n<\|end\|>\n", re.DOTALL)
+_RESPONSE = re.compile(r"<response>\n(.*)\n</response>", re.DOTALL)
+
+Responder = Callable[[str, int, GenerationRequest], str]
+"""(last user message, sample index, request) -> reply text."""
+
+
+def user_message(prompt: str) -> str:
+    """The last user turn of a FakeEngine chat prompt."""
+    turns = [m.group(2) for m in _TURN.finditer(prompt) if m.group(1) == "user"]
+    return turns[-1] if turns else prompt
+
+
+def quoted_response(message: str) -> str | None:
+    """The response quoted between <response> markers in a reconstruction prompt."""
+    match = _RESPONSE.search(message)
+    return match.group(1) if match else None
+
+
+def default_respond(message: str, index: int, request: GenerationRequest) -> str:
+    """Reconstruction: the quoted response's first 20 words, as JSON when asked.
+    Generation: even samples answer the message, odd ones talk about something else."""
+    response = quoted_response(message)
+    if response is not None:
+        guess = " ".join(response.split()[:20])
+        return json.dumps({"instruction": guess}) if request.json_schema else guess
+    draft = derive_seed(request.seed or 0, index) % 1000
+    if index % 2 == 0:
+        return f"{message} Here is a careful answer (draft {draft})."
+    return f"Something unrelated about gardening (draft {draft})."
+
+
+class FakeEngine:
+    """Implements the Engine protocol without a model; records every call."""
+
+    def __init__(self, respond: Responder | None = None, *, model_id: str = "fake-model") -> None:
+        self.respond = respond or default_respond
+        self.model_id = model_id
+        self.stats = EngineStats()
+        self.calls: list[list[GenerationRequest]] = []
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        return "".join(f"<|{m['role']}|>\n{m['content']}\n<|end|>\n" for m in messages) + (
+            "<|assistant|>\n"
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        words = text.split()
+        return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: str | None = None
+    ) -> list[list[Completion]]:
+        self.calls.append(list(requests))
+        self.stats.calls += 1
+        results: list[list[Completion]] = []
+        for request in requests:
+            message = user_message(request.prompt)
+            self.stats.prompt_tokens += self.count_tokens(request.prompt)
+            completions = []
+            for index in range(request.n):
+                text = self.respond(message, index, request)
+                finish = "stop"
+                if len(text.split()) > request.max_tokens:
+                    text, finish = " ".join(text.split()[: request.max_tokens]), "length"
+                ids = tuple(range(len(text.split())))
+                self.stats.output_tokens += len(ids)
+                completions.append(Completion(text=text, token_ids=ids, finish_reason=finish))
+            results.append(completions)
+        return results

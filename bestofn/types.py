@@ -1,0 +1,67 @@
+"""The values that flow through a run: Candidate, Score and Selection.
+
+Plain frozen dataclasses; a Score is a value *or* an explicit "unscored" with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampled (or supplied) response."""
+
+    text: str
+    num_tokens: int | None = None
+    """Generated tokens; None when the candidate came from outside."""
+    finish_reason: str | None = None
+    """``stop`` (the model ended it), ``length`` (hit max_tokens), or None if unknown."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A scorer's verdict on one candidate: a value, or unscored with a reason."""
+
+    value: float | None
+    unscored_reason: str | None = None
+    """Why there is no value (for example ``unparseable_reply: no JSON object``)."""
+    spread: float | None = None
+    """Standard deviation over the k reconstructions (k > 1), else None."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Scorer-specific evidence: inferred instructions, per-sample F1s, flags."""
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.unscored_reason is None):
+            raise ValueError("a Score has either a value or an unscored_reason, not both")
+
+    @property
+    def scored(self) -> bool:
+        return self.value is not None
+
+    @classmethod
+    def unscored(cls, reason: str, **details: Any) -> Score:
+        return cls(value=None, unscored_reason=reason, details=dict(details))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome for one instruction: every candidate, its score and the winner."""
+
+    instruction: str
+    candidates: list[Candidate]
+    scores: list[Score]
+    index: int | None
+    """The selected candidate, or None when nothing could be selected."""
+    fallback: str | None = None
+    """Set when the pick did not come from scores (``all_unscored:first``...)."""
+    id: str | None = None
+
+    @property
+    def text(self) -> str | None:
+        return None if self.index is None else self.candidates[self.index].text
+
+    @property
+    def unscored(self) -> int:
+        return sum(1 for s in self.scores if not s.scored)
