@@ -15,6 +15,7 @@ from typing import Any
 
 from bestofn import __version__
 from bestofn.config import Config, load_config
+from bestofn.engine import Engine
 from bestofn.errors import BestOfNError, ConfigError, InputError
 from bestofn.store import ReadReport, read_instructions, warn
 
@@ -90,7 +91,7 @@ def _versions_header(
     }
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace, engine: Engine | None = None) -> int:
     if args.config:
         load_config(args.config)
     report = read_instructions(args.input)
@@ -124,7 +125,7 @@ def start_engine(config: Config) -> tuple[Any, dict[str, Any]]:
     return engine, model
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     from bestofn.cache import ReconstructionCache
     from bestofn.flip import FlipScorer
     from bestofn.pipeline import BestOfN, RunStats, selection_record
@@ -168,7 +169,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         warn("nothing left to do")
         return 0
 
-    engine, model = start_engine(config)
+    owned = engine is None
+    if engine is None:
+        engine, model = start_engine(config)
+    else:
+        model = {"name": engine.model_id, "embedded": False}
     results.write({"type": "engine", "model": model})
     cache = ReconstructionCache(args.cache) if args.cache else None
     scorer = FlipScorer(
@@ -206,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         results.close()
-        engine.close()
+        if owned:
+            engine.close()
     print_summary(total, engine.stats.start_s, args.output)
     return 0
 
@@ -231,11 +237,12 @@ def print_summary(stats: Any, start_s: float, output: str) -> None:
 COMMANDS = {"run": cmd_run, "validate": cmd_validate}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:
+    """Run the command line; ``engine`` replaces the vLLM engine (tests, embedding apps)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args, engine)
     except (ConfigError, InputError) as exc:
         print(f"bestofn: error: {exc}", file=sys.stderr)
         return 2

