@@ -11,13 +11,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bestofn import __version__
 from bestofn.config import Config, load_config
 from bestofn.engine import Engine
 from bestofn.errors import BestOfNError, ConfigError, InputError
-from bestofn.store import ReadReport, read_instructions, warn
+from bestofn.store import read_instructions, warn
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -59,9 +60,57 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strict", action="store_true", help="stop before any work if an input line is bad"
     )
-    run.add_argument(
-        "--cache", metavar="FILE", help="reconstruction cache (SQLite; default: in memory)"
+    _add_cache(run)
+
+    rerank = sub.add_parser(
+        "rerank",
+        help="score candidates generated elsewhere with several scorers; agreement with labels",
+        description="Score existing candidates with each scorer and report each scorer's pick. "
+        'Input lines: {"id"?, "instruction", "candidates": [str | {"text": ...}], "preferred"?: '
+        'index}, {"id"?, "instruction", "response_a", "response_b", "preferred"?: "a"|"b"}, or '
+        '{"messages": [...], "candidates": [...]} (the last user turn is the instruction).',
     )
+    rerank.add_argument("input", metavar="INPUT")
+    _add_config(rerank)
+    rerank.add_argument(
+        "--scorer",
+        default="flip,judge,length,random",
+        help="comma-separated scorers: flip, judge, pairwise, length, random, oracle "
+        "(default: flip,judge,length,random)",
+    )
+    rerank.add_argument(
+        "--output",
+        default="rerank.jsonl",
+        metavar="FILE",
+        help="per-item JSONL (default: rerank.jsonl)",
+    )
+    rerank.add_argument("--summary", metavar="FILE", help="write the agreement summary as JSON")
+    rerank.add_argument(
+        "--resume", action="store_true", help="continue an interrupted rerank in --output"
+    )
+    rerank.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    rerank.add_argument("--limit", type=int, metavar="K", help="only the first K valid items")
+    rerank.add_argument(
+        "--format",
+        choices=("candidates", "pairwise", "chat"),
+        help="force the input format (default: detected per line)",
+    )
+    rerank.add_argument(
+        "--strict", action="store_true", help="stop before any work if an input line is bad"
+    )
+    rerank.add_argument(
+        "--context",
+        action="store_true",
+        help="chat input: show earlier turns to FLIP's reconstructor",
+    )
+    rerank.add_argument(
+        "--batch-items",
+        type=int,
+        default=64,
+        metavar="B",
+        help="items per engine call and durable write (default: 64)",
+    )
+    _add_cache(rerank)
 
     validate = sub.add_parser(
         "validate", help="check an input file (and a config) without loading a model"
@@ -71,7 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report_input(report: ReadReport) -> None:
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="SQLite cache of reconstructions and verdicts, shared by run and rerank "
+        "(default: reconstructions.sqlite in the bestofn cache folder)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="keep the cache in memory only")
+
+
+def open_cache(args: argparse.Namespace, config: Config) -> Any:
+    from bestofn.cache import ReconstructionCache
+    from bestofn.models import cache_dir
+
+    if args.no_cache:
+        return ReconstructionCache()
+    path = args.cache or cache_dir(config.model_cache_dir) / "reconstructions.sqlite"
+    return ReconstructionCache(path)
+
+
+def report_input(report: Any) -> None:
     for error in report.errors:
         warn(f"skipping {error}")
 
@@ -126,7 +196,6 @@ def start_engine(config: Config) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
-    from bestofn.cache import ReconstructionCache
     from bestofn.flip import FlipScorer
     from bestofn.pipeline import BestOfN, RunStats, selection_record
     from bestofn.store import ResultsFile
@@ -171,11 +240,15 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
 
     owned = engine is None
     if engine is None:
-        engine, model = start_engine(config)
+        try:
+            engine, model = start_engine(config)
+        except BaseException:
+            results.discard_if_unused()
+            raise
     else:
         model = {"name": engine.model_id, "embedded": False}
     results.write({"type": "engine", "model": model})
-    cache = ReconstructionCache(args.cache) if args.cache else None
+    cache = open_cache(args, config)
     scorer = FlipScorer(
         engine,
         config.flip,
@@ -234,7 +307,159 @@ def print_summary(stats: Any, start_s: float, output: str) -> None:
     warn("summary " + json.dumps(summary))
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate}
+def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    from bestofn.registry import needs_engine, parse_scorer_names
+    from bestofn.rerank import read_rerank_input, summarise
+    from bestofn.store import ResultsFile, read_results
+
+    config = load_config(args.config)
+    names = parse_scorer_names(args.scorer)
+    if args.batch_items < 1:
+        raise ConfigError(f"--batch-items must be >= 1, got {args.batch_items}")
+    report = read_rerank_input(args.input, fmt=args.format)
+    if report.errors and args.strict:
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        raise InputError(
+            f"{len(report.errors)} bad lines; nothing was scored (--strict)", path=args.input
+        )
+    report_input(report)
+    items = report.items[: args.limit] if args.limit is not None else report.items
+    if not items:
+        raise InputError("no valid items to rerank", path=args.input)
+    header = {
+        "kind": "rerank",
+        "scorers": names,
+        "context": bool(args.context),
+        "config": {k: v for k, v in config.to_dict().items() if k != "source"},
+        "input": str(args.input),
+    }
+    results = ResultsFile(
+        args.output,
+        header,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        match_keys=("kind", "scorers", "context", "config"),
+    )
+    if results.repaired_bytes:
+        warn(f"dropped a torn last line ({results.repaired_bytes} bytes) from {args.output}")
+    todo = [item for item in items if item.id not in results.done]
+    if results.done:
+        warn(f"resuming: {len(items) - len(todo)} of {len(items)} items already in {args.output}")
+    owned = False
+    try:
+        if todo and needs_engine(names) and engine is None:
+            try:
+                engine, model = start_engine(config)
+            except BaseException:
+                results.discard_if_unused()
+                raise
+            owned = True
+            results.write({"type": "engine", "model": model})
+        rerank_batches(args, config, names, todo, engine, results)
+    except KeyboardInterrupt:
+        results.close()
+        warn(f"interrupted; finished items are in {args.output}; rerun with --resume")
+        return 130
+    finally:
+        results.close()
+        if owned and engine is not None:
+            engine.close()
+    _, records = read_results(args.output)
+    summary = summarise(records, names)
+    summary["input"] = str(args.input)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(format_summary(summary))
+    return 0
+
+
+def rerank_batches(
+    args: argparse.Namespace,
+    config: Config,
+    names: list[str],
+    todo: list[Any],
+    engine: Engine | None,
+    results: Any,
+) -> None:
+    """Score ``todo`` in batches with every scorer; write and fsync after each batch."""
+    from tqdm import tqdm
+
+    from bestofn.registry import make_scorer
+    from bestofn.rerank import item_record
+
+    cache = open_cache(args, config) if engine is not None else None
+    oracle_records = {item.instruction: item.extra for item in todo}
+    scorers = {
+        name: make_scorer(
+            name, engine=engine, config=config, cache=cache, oracle_records=oracle_records
+        )
+        for name in names
+    }
+    bar = tqdm(total=len(todo), desc="rerank", unit="item", dynamic_ncols=True, disable=not todo)
+    for start in range(0, len(todo), args.batch_items):
+        batch = todo[start : start + args.batch_items]
+        instructions = [item.instruction for item in batch]
+        candidates = [item.candidates for item in batch]
+        scores: dict[str, list[Any]] = {}
+        seconds: dict[str, float] = {}
+        prompt_tokens: dict[str, int] = {}
+        output_tokens: dict[str, int] = {}
+        for name, scorer in scorers.items():
+            before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
+            started = time.perf_counter()
+            if name == "flip" and args.context:
+                contexts = [item.context for item in batch]
+                scores[name] = scorer.score(instructions, candidates, contexts=contexts)  # type: ignore[call-arg]
+            else:
+                scores[name] = scorer.score(instructions, candidates)
+            seconds[name] = round(time.perf_counter() - started, 3)
+            if engine is not None:
+                prompt_tokens[name] = engine.stats.prompt_tokens - before[0]
+                output_tokens[name] = engine.stats.output_tokens - before[1]
+        for index, item in enumerate(batch):
+            row = {name: scores[name][index] for name in names}
+            results.write(item_record(item, row, config.selection))
+        results.write(
+            {
+                "type": "batch",
+                "items": len(batch),
+                "seconds": seconds,
+                "prompt_tokens": prompt_tokens,
+                "output_tokens": output_tokens,
+            }
+        )
+        results.flush()
+        bar.update(len(batch))
+    bar.close()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of the rerank summary."""
+    lines = [f"{summary['items']} items, {summary['labelled']} with labels"]
+    if not summary["labelled"]:
+        for name, entry in summary["scorers"].items():
+            lines.append(f"{name}: {entry['unscored']} unscored of {entry['candidates']}")
+        return "\n".join(lines)
+    lines.append(
+        f"{'scorer':<10} {'agreement':>9} {'95% CI':>16} {'unscored':>8} {'ties':>5} "
+        f"{'pref longer':>11} {'pref shorter':>12} {'seconds':>8}"
+    )
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for name, entry in summary["scorers"].items():
+        interval = f"[{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+        lines.append(
+            f"{name:<10} {entry['agreement']:>9.3f} {interval:>16} {entry['unscored']:>8} "
+            f"{entry['ties']:>5} {num(entry['agreement_preferred_longer']):>11} "
+            f"{num(entry['agreement_preferred_shorter']):>12} {entry['seconds']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "rerank": cmd_rerank}
 
 
 def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:

@@ -252,7 +252,7 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
         if key not in fields or key == "source":
             known = [k for k in fields if k != "source"]
             hint = difflib.get_close_matches(str(key), known, n=1)
-            extra = f"; did you mean {prefix}{hint[0]!r}?" if hint else ""
+            extra = f"; did you mean {prefix + hint[0]!r}?" if hint else ""
             raise ConfigError(
                 f"unknown config key {name!r}{extra} (known keys: {', '.join(known)})"
             )
@@ -327,11 +327,13 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         parts = dotted.split(".")
         for part in parts[:-1]:
             child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                break  # leave the bad section in place: validation names it below
             node = child
-        node[parts[-1]] = value
+        else:
+            node[parts[-1]] = value
     try:
         return config_from_dict(data, source=source)
     except ConfigError as exc:

@@ -24,6 +24,13 @@ from bestofn.similarity import echo_fraction, word_f1
 from bestofn.types import Candidate, Score
 
 PLACEHOLDER = "{response}"
+CONTEXT_SEPARATOR = "\x00"
+# Earlier turns of a chat, shown before the template when context is asked for: the
+# reconstructor then infers the *last* user message, knowing what came before it.
+CONTEXT_BLOCK = (
+    "The conversation so far, before the user's last message, quoted between "
+    "<conversation> markers:\n<conversation>\n{context}\n</conversation>\n\n"
+)
 
 # Keys a model may use for the instruction, compared after casefolding and turning
 # spaces and hyphens into underscores. The first one present wins.
@@ -125,13 +132,13 @@ def _json_values(text: str) -> list[Any]:
         try:
             values.append(decoder.decode(piece))
             continue
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting from a looping model
             pass
         starts = [i for i, ch in enumerate(piece) if ch == "{"][:64]
         for start in starts:
             try:
                 value, _ = decoder.raw_decode(piece, start)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             values.append(value)
     return values
@@ -221,21 +228,26 @@ class FlipScorer:
         self.template_sha = hashlib.sha256(template.encode("utf-8")).hexdigest()
         self.cache = cache if cache is not None else ReconstructionCache()
         self.last_stats = ScoringStats()
+        # unit key -> (context, response) for units that carry chat context
+        self._parts: dict[str, tuple[str | None, str]] = {}
 
-    def prompt_for(self, response: str) -> str:
+    def prompt_for(self, response: str, context: str | None = None) -> str:
         filled = self.template.replace(PLACEHOLDER, response)
+        if context:
+            filled = CONTEXT_BLOCK.format(context=context) + filled
         return self.engine.chat_prompt([{"role": "user", "content": filled}])
 
-    def _request(self, response: str) -> GenerationRequest:
+    def _request(self, unit: str) -> GenerationRequest:
         cfg = self.config
         sampled = cfg.k > 1
+        context, response = self._parts.get(unit, (None, unit))
         return GenerationRequest(
-            prompt=self.prompt_for(response),
+            prompt=self.prompt_for(response, context),
             n=cfg.k,
             max_tokens=cfg.max_reply_tokens,
             temperature=cfg.temperature if sampled else 0.0,
             top_p=cfg.top_p if sampled else 1.0,
-            seed=derive_seed(cfg.seed, response) if sampled else None,
+            seed=derive_seed(cfg.seed, unit) if sampled else None,
             json_schema=reply_schema(cfg.max_instruction_chars)
             if cfg.reply_format == "json"
             else None,
@@ -255,7 +267,10 @@ class FlipScorer:
         return cache_key(self.engine.model_id, self.template_sha, settings, response)
 
     def reconstruct(self, responses: Sequence[str]) -> dict[str, list[tuple[str, str | None]]]:
-        """Replies (text, finish_reason) for each distinct response, in one engine call."""
+        """Replies (text, finish_reason) for each distinct response, in one engine call.
+
+        Units that ``score`` built with chat context are shown with that context.
+        """
         stats = self.last_stats
         unique = list(dict.fromkeys(responses))
         stats.unique_responses += len(unique)
@@ -286,14 +301,25 @@ class FlipScorer:
         return replies
 
     def score(
-        self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[Candidate]],
+        *,
+        contexts: Sequence[str | None] | None = None,
     ) -> list[list[Score]]:
-        """Score every candidate of every instruction; nested like ``candidates``."""
+        """Score every candidate of every instruction; nested like ``candidates``.
+
+        ``contexts`` (one per instruction, optional) are earlier chat turns shown to the
+        reconstructor before the response.
+        """
         if len(instructions) != len(candidates):
             raise ValueError(
                 f"instructions and candidates must have the same length, got "
                 f"{len(instructions)} and {len(candidates)}"
             )
+        contexts = list(contexts) if contexts is not None else [None] * len(instructions)
+        if len(contexts) != len(instructions):
+            raise ValueError(f"got {len(instructions)} instructions but {len(contexts)} contexts")
         self.last_stats = stats = ScoringStats()
         limit = self.config.max_response_tokens
         shown: dict[str, str] = {}  # response text -> text the reconstructor sees
@@ -303,12 +329,20 @@ class FlipScorer:
                 text = candidate.text
                 if text.strip() and text not in shown:
                     shown[text] = self.engine.truncate(text, limit)
-        replies = self.reconstruct(list(shown.values()))
+        units: set[str] = set()
+        for context, group in zip(contexts, candidates, strict=True):
+            for c in group:
+                if c.text in shown:
+                    unit = _unit(context, shown[c.text])
+                    units.add(unit)
+                    if context:
+                        self._parts[unit] = (context, shown[c.text])
+        replies = self.reconstruct(sorted(units))
         results: list[list[Score]] = []
-        for instruction, group in zip(instructions, candidates, strict=True):
+        for instruction, context, group in zip(instructions, contexts, candidates, strict=True):
             row: list[Score] = []
             for candidate in group:
-                row.append(self._score_one(instruction, candidate.text, shown, replies))
+                row.append(self._score_one(instruction, candidate.text, context, shown, replies))
             results.append(row)
         stats.truncated_responses = sum(1 for t, s in shown.items() if s != t)
         return results
@@ -317,6 +351,7 @@ class FlipScorer:
         self,
         instruction: str,
         text: str,
+        context: str | None,
         shown: dict[str, str],
         replies: dict[str, list[tuple[str, str | None]]],
     ) -> Score:
@@ -328,7 +363,7 @@ class FlipScorer:
         inferred: list[str | None] = []
         f1s: list[float] = []
         errors: list[str] = []
-        for reply, finish in replies[seen]:
+        for reply, finish in replies[_unit(context, seen)]:
             self.last_stats.replies += 1
             parsed = parse_reply(reply, reply_format=self.config.reply_format, finish_reason=finish)
             inferred.append(parsed.instruction)
@@ -350,3 +385,11 @@ class FlipScorer:
             return Score(None, unscored_reason=errors[0], details=details)
         spread = statistics.pstdev(f1s) if len(f1s) > 1 else None
         return Score(statistics.fmean(f1s), spread=spread, details=details)
+
+
+def _unit(context: str | None, response: str) -> str:
+    """What one reconstruction is keyed by: the response, with its chat context if any."""
+    # JSON keeps the pair unambiguous whatever characters the context holds.
+    if not context:
+        return response
+    return CONTEXT_SEPARATOR + json.dumps([context, response], ensure_ascii=False)

@@ -41,7 +41,7 @@ class ReadReport:
     format: str = "jsonl"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+def iter_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number, text or None, decode error or None) for every line of the file."""
     try:
         handle = path.open("rb")
@@ -51,6 +51,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
         raise InputError(f"cannot be read: {exc}", path=str(path)) from None
     with handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
             try:
                 yield number, raw.decode("utf-8").rstrip("\r\n"), None
             except UnicodeDecodeError as exc:
@@ -68,7 +70,7 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix in (".txt", ".text"):
         return "text"
-    for _, text, _ in _lines(path):
+    for _, text, _ in iter_lines(path):
         if text is not None and text.strip():
             return "jsonl" if text.lstrip().startswith("{") else "text"
     return "text"
@@ -141,7 +143,7 @@ def read_instructions(path: str | os.PathLike[str], *, fmt: str | None = None) -
     fmt = fmt or detect_format(source)
     report = ReadReport(path=str(source), format=fmt)
     seen: dict[str, int] = {}
-    for number, text, problem in _lines(source):
+    for number, text, problem in iter_lines(source):
         try:
             if problem is not None:
                 raise InputError(problem, path=str(source), line=number)
@@ -205,6 +207,7 @@ class ResultsFile:
         self.path = Path(path)
         self.done: set[str] = set()
         self.repaired_bytes = 0
+        self.records_written = 0
         header = {"type": "header", "schema_version": SCHEMA_VERSION, **header}
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and resume:
@@ -222,19 +225,15 @@ class ResultsFile:
             raise OutputError(
                 f"cannot write {self.path}: {exc.strerror or exc}; choose a writable --output"
             ) from None
-        if not (exists and resume):
+        self.created = not (exists and resume)
+        if self.created:
             self.write(header)
 
     def _resume(self, header: dict[str, Any], match_keys: tuple[str, ...]) -> None:
         data = self.path.read_bytes()
         good_end = data.rfind(b"\n") + 1
-        if good_end < len(data):
-            # The last line was cut mid-write (kill -9, full disk): drop the fragment.
-            self.repaired_bytes = len(data) - good_end
-            with self.path.open("r+b") as handle:
-                handle.truncate(good_end)
-            data = data[:good_end]
-        lines = data.decode("utf-8", errors="replace").splitlines()
+        # Split on "\n" only: records may hold U+2028 and friends unescaped.
+        lines = data[:good_end].decode("utf-8", errors="replace").split("\n")[:-1]
         if not lines:
             raise OutputError(f"{self.path} has no header line; remove it or use --overwrite")
         try:
@@ -253,6 +252,12 @@ class ResultsFile:
                     f"({_diff(first.get(key), header.get(key))}); resuming would mix runs. "
                     "Use the same settings, or --overwrite, or another --output"
                 )
+        if good_end < len(data):
+            # The last line was cut mid-write (kill -9, full disk): drop the fragment, but
+            # only once we know the file is ours to continue.
+            self.repaired_bytes = len(data) - good_end
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_end)
         for number, line in enumerate(lines[1:], start=2):
             try:
                 record = json.loads(line)
@@ -264,8 +269,17 @@ class ResultsFile:
             if isinstance(record, dict) and "id" in record:
                 self.done.add(str(record["id"]))
 
+    def discard_if_unused(self) -> None:
+        """Close, and delete the file if this object created it and wrote only the header
+        (a run that failed before any work must not block its corrected rerun)."""
+        self.close()
+        if self.created and not self.records_written:
+            self.path.unlink(missing_ok=True)
+
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if record.get("type") not in ("header", "engine"):
+            self.records_written += 1
 
     def flush(self) -> None:
         """Make what was written durable: a crash after this loses none of it."""

@@ -1,0 +1,390 @@
+"""Tests for bestofn.config: defaults, YAML files, overrides and every kind of error message
+(unknown keys with did-you-mean, wrong types, ranges, literals, cross-field rules)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bestofn.config import (
+    Config,
+    EngineConfig,
+    FlipConfig,
+    GenerationConfig,
+    SelectionConfig,
+    config_from_dict,
+    load_config,
+)
+from bestofn.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "run.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------------------- defaults
+
+
+def test_defaults_load_without_a_file() -> None:
+    config = load_config()
+    assert config == Config()
+    assert config.source is None
+    # the documented defaults
+    assert config.generation.n == 4
+    assert config.flip.k == 1
+    assert config.flip.reply_format == "json"
+    assert config.selection.tie_break == "first"
+    assert config.selection.fallback == "first"
+    assert config.model is None
+    assert config.scorer == "flip"
+
+
+@pytest.mark.parametrize("data", [None, {}])
+def test_config_from_empty_data_is_the_defaults(data: Any) -> None:
+    assert config_from_dict(data) == Config()
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "~\n"])
+def test_empty_yaml_file_is_the_defaults(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    config = load_config(path)
+    assert dataclasses.replace(config, source=None) == Config()
+    assert config.source == str(path)
+
+
+def test_shipped_template_resolves() -> None:
+    path = load_config().template_path()
+    assert path.is_file()
+    assert path.read_text(encoding="utf-8").count("{response}") == 1
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def test_yaml_file_with_nested_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+model_cache_dir: /tmp/somewhere
+engine:
+  max_model_len: 1024
+  max_num_batched_tokens: 1024
+  device: cpu
+generation:
+  n: 8
+  temperature: 1       # an int widens to a float
+  system_prompt: "Be brief."
+flip:
+  k: 3
+  reply_format: text
+selection:
+  tie_break: shortest
+  fallback: none
+""",
+    )
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config.model_cache_dir == "/tmp/somewhere"
+    assert config.engine == EngineConfig(
+        max_model_len=1024, max_num_batched_tokens=1024, device="cpu"
+    )
+    assert config.generation == GenerationConfig(n=8, temperature=1.0, system_prompt="Be brief.")
+    assert isinstance(config.generation.temperature, float)
+    assert config.flip == FlipConfig(k=3, reply_format="text")
+    assert config.selection == SelectionConfig(tie_break="shortest", fallback="none")
+
+
+def test_to_dict_round_trips() -> None:
+    config = config_from_dict({"generation": {"n": 2, "seed": 5}, "flip": {"k": 2}})
+    data = config.to_dict()
+    data.pop("source")
+    assert config_from_dict(data) == config
+
+
+def test_template_resolves_beside_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("X {response} Y", encoding="utf-8")
+    config = load_config(write(tmp_path, "flip:\n  template: mine.txt\n"))
+    assert config.template_path() == (tmp_path / "mine.txt").resolve()
+
+
+def test_missing_template_names_field_and_value(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "flip:\n  template: nope.txt\n"))
+    with pytest.raises(
+        ConfigError, match=r"flip\.template must name an existing file, got 'nope\.txt'"
+    ):
+        config.template_path()
+
+
+# ------------------------------------------------------------------------------ unknown keys
+
+
+def test_unknown_top_level_key_suggests_the_close_one() -> None:
+    message = config_error({"generaton": {"n": 3}})
+    assert "unknown config key 'generaton'" in message
+    assert "did you mean 'generation'?" in message
+
+
+def test_unknown_nested_key_suggests_the_full_dotted_name() -> None:
+    message = config_error({"generation": {"nn": 3}})
+    assert "unknown config key 'generation.nn'" in message
+    # The suggestion is the dotted key, quoted like the unknown one.
+    assert "did you mean 'generation.n'?" in message
+
+
+def test_unknown_key_without_a_close_match_lists_known_keys() -> None:
+    message = config_error({"selection": {"zzzzzz": 1}})
+    assert "did you mean" not in message
+    assert "known keys: tie_break, fallback" in message
+
+
+def test_source_is_not_a_settable_key() -> None:
+    assert "unknown config key 'source'" in config_error({"source": "x.yaml"})
+
+
+# -------------------------------------------------------------------------------- types
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"generation": {"n": "four"}}, "generation.n must be an integer, got 'four'"),
+        ({"generation": {"n": 4.0}}, "generation.n must be an integer, got 4.0"),
+        ({"generation": {"n": True}}, "generation.n must be an integer, got True"),
+        (
+            {"generation": {"temperature": "hot"}},
+            "generation.temperature must be a number, got 'hot'",
+        ),
+        ({"generation": {"top_p": False}}, "generation.top_p must be a number, got False"),
+        (
+            {"engine": {"enable_chunked_prefill": "yes"}},
+            "engine.enable_chunked_prefill must be true or false, got 'yes'",
+        ),
+        ({"model": 5}, "model must be a string, got 5"),
+        ({"generation": {"system_prompt": ["a"]}}, "generation.system_prompt must be a string"),
+        ({"generation": 5}, "generation must be a mapping of keys to values, got 5"),
+        ({"flip": ["k", 3]}, "flip must be a mapping of keys to values"),
+    ],
+)
+def test_wrong_type_names_field_and_value(data: dict[str, Any], expected: str) -> None:
+    assert expected in config_error(data)
+
+
+def test_optional_fields_accept_null() -> None:
+    config = config_from_dict({"model": None, "generation": {"system_prompt": None}})
+    assert config.model is None
+    assert config.generation.system_prompt is None
+
+
+def test_non_mapping_data_is_rejected() -> None:
+    assert "the config must be a mapping" in config_error(["generation"])
+
+
+# -------------------------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "rule"),
+    [
+        ("generation", "n", 0, "between 1 and 1024"),
+        ("generation", "n", 1025, "between 1 and 1024"),
+        ("generation", "temperature", 0, "> 0"),
+        ("generation", "top_p", 1.5, "in (0, 1]"),
+        ("generation", "top_p", 0, "in (0, 1]"),
+        ("generation", "max_tokens", 0, ">= 1"),
+        ("generation", "batch_instructions", 0, ">= 1"),
+        ("flip", "k", 65, "between 1 and 64"),
+        ("flip", "k", 0, "between 1 and 64"),
+        ("flip", "max_reply_tokens", 7, ">= 8"),
+        ("flip", "max_response_tokens", 15, ">= 16"),
+        ("flip", "temperature", -0.1, "> 0"),
+        ("engine", "max_model_len", 63, ">= 64"),
+        ("engine", "gpu_memory_utilization", 1.01, "in (0, 1]"),
+        ("engine", "kv_cache_space_gib", 0, "> 0"),
+    ],
+)
+def test_out_of_range_names_field_rule_and_value(
+    section: str, key: str, value: float, rule: str
+) -> None:
+    message = config_error({section: {key: value}})
+    assert message.startswith(f"{section}.{key} must be {rule}")
+    # floats are shown as floats (0 -> 0.0 for a float field), ints as ints
+    assert re.search(rf", got {re.escape(repr(value))}(\.0)?$", message), message
+
+
+def test_out_of_range_n_message_exactly() -> None:
+    assert (
+        config_error({"generation": {"n": 0}}) == "generation.n must be between 1 and 1024, got 0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("generation", "n", 1),
+        ("generation", "n", 1024),
+        ("generation", "top_p", 1),
+        ("flip", "k", 64),
+        ("flip", "max_reply_tokens", 8),
+        ("flip", "max_response_tokens", 16),
+        ("engine", "gpu_memory_utilization", 1.0),
+    ],
+)
+def test_range_boundaries_are_accepted(section: str, key: str, value: float) -> None:
+    config = config_from_dict({section: {key: value}})
+    assert getattr(getattr(config, section), key) == value
+
+
+# ------------------------------------------------------------------------------ literals
+
+
+def test_literal_typo_suggests_the_choice() -> None:
+    message = config_error({"selection": {"tie_break": "frist"}})
+    assert "selection.tie_break must be one of 'first', 'shortest', 'longest'" in message
+    assert "got 'frist'" in message
+    assert "did you mean 'first'?" in message
+
+
+def test_literal_without_close_match_has_no_hint() -> None:
+    message = config_error({"flip": {"reply_format": "xml"}})
+    assert "flip.reply_format must be one of 'json', 'text', got 'xml'" in message
+    assert "did you mean" not in message
+
+
+def test_unknown_scorer_suggests_flip() -> None:
+    message = config_error({"scorer": "flp"})
+    assert "scorer must be one of flip, got 'flp'" in message
+    assert "did you mean 'flip'?" in message
+
+
+# ---------------------------------------------------------------------------- cross rules
+
+
+def test_batched_tokens_below_model_len_needs_chunked_prefill() -> None:
+    message = config_error({"engine": {"max_model_len": 2048, "max_num_batched_tokens": 1024}})
+    assert "engine.max_num_batched_tokens must be >= engine.max_model_len" in message
+    assert "got 1024 < 2048" in message
+    config = config_from_dict(
+        {
+            "engine": {
+                "max_model_len": 2048,
+                "max_num_batched_tokens": 1024,
+                "enable_chunked_prefill": True,
+            }
+        }
+    )
+    assert config.engine.max_num_batched_tokens == 1024
+    # equal is fine without chunked prefill
+    equal = config_from_dict({"engine": {"max_model_len": 1024, "max_num_batched_tokens": 1024}})
+    assert equal.engine.max_model_len == 1024
+
+
+def test_max_tokens_must_leave_room_for_the_prompt() -> None:
+    # the rule is max_tokens + 16 <= max_model_len: 2032 + 16 = 2048 fits, 2033 + 16 does not
+    fits = config_from_dict({"generation": {"max_tokens": 2032}})
+    assert fits.generation.max_tokens == 2032
+    message = config_error({"generation": {"max_tokens": 2033}})
+    assert message.startswith("generation.max_tokens must leave room")
+    assert "engine.max_model_len=2048, got 2033" in message
+
+
+# ------------------------------------------------------------------------------ overrides
+
+
+def test_dotted_overrides_replace_file_values_and_keep_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, "generation:\n  n: 3\n  temperature: 0.5\n")
+    config = load_config(path, **{"generation.n": 8, "flip.k": 2})
+    assert config.generation.n == 8
+    assert config.generation.temperature == 0.5
+    assert config.flip.k == 2
+    assert config.source == str(path)
+
+
+def test_none_overrides_are_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, "generation:\n  n: 3\n")
+    config = load_config(path, **{"generation.n": None, "generation.seed": None})
+    assert config.generation.n == 3
+    assert config.generation.seed == 0
+
+
+def test_overrides_without_a_file() -> None:
+    config = load_config(None, **{"generation.seed": 11, "selection.tie_break": "longest"})
+    assert config.generation.seed == 11
+    assert config.selection.tie_break == "longest"
+    assert config.source is None
+
+
+def test_overrides_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"^generation\.n must be between 1 and 1024, got 0$"):
+        load_config(None, **{"generation.n": 0})
+    with pytest.raises(ConfigError, match="did you mean 'generation'"):
+        load_config(None, **{"generaton.n": 3})
+
+
+def test_override_does_not_hide_a_non_mapping_section(tmp_path: Path) -> None:
+    # `generation: 8` is an error on its own; a --seed override must not silently
+    # replace the bad section with an empty one and run on defaults.
+    path = write(tmp_path, "generation: 8\n")
+    with pytest.raises(ConfigError, match="generation must be a mapping"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="generation must be a mapping"):
+        load_config(path, **{"generation.seed": 1})
+
+
+# ----------------------------------------------------------------------------- file errors
+
+
+def test_bad_value_in_file_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "generation:\n  n: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: generation.n must be between 1 and 1024, got 0"
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "generaton:\n  n: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: unknown config key 'generaton'")
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("just a string\n", "str")])
+def test_non_mapping_yaml_file(tmp_path: Path, text: str, kind: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert f"must hold a mapping of keys to values, got {kind}" in str(info.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "generation: {n: 3\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"config file {path} does not exist"
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"generation:\n  system_prompt: caf\xe9\n")
+    with pytest.raises(ConfigError, match="cannot be read") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
