@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from bestofn.engine import Completion, EngineStats, GenerationRequest, Message
@@ -47,8 +48,16 @@ def default_respond(message: str, index: int, request: GenerationRequest) -> str
 class FakeEngine:
     """Implements the Engine protocol without a model; records every call."""
 
-    def __init__(self, respond: Responder | None = None, *, model_id: str = "fake-model") -> None:
+    def __init__(
+        self,
+        respond: Responder | None = None,
+        *,
+        model_id: str = "fake-model",
+        delay_s: float = 0.0,
+    ) -> None:
         self.respond = respond or default_respond
+        self.delay_s = delay_s
+        """Seconds each generate call sleeps (to interrupt a run mid-way in tests)."""
         self.model_id = model_id
         self.stats = EngineStats()
         self.calls: list[list[GenerationRequest]] = []
@@ -72,6 +81,8 @@ class FakeEngine:
     def generate(
         self, requests: Sequence[GenerationRequest], *, progress: str | None = None
     ) -> list[list[Completion]]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.calls.append(list(requests))
         self.stats.calls += 1
         results: list[list[Completion]] = []

@@ -6,16 +6,24 @@ vLLM's CPU settings must be in the environment before vllm is imported anywhere.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from bestofn.models import cache_dir
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+# The embedded model is built once into the user's real cache and reused; everything else a
+# test writes to "the cache folder" (reconstruction caches) goes to a throwaway folder.
+MODEL_CACHE = str(cache_dir())
+os.environ["BESTOFN_CACHE_DIR"] = tempfile.mkdtemp(prefix="bestofn-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +33,7 @@ def real_engine() -> Iterator[Any]:
     from bestofn.engine import VllmEngine
     from bestofn.models import resolve_model
 
-    path, _ = resolve_model(None)
+    path, _ = resolve_model(None, MODEL_CACHE)
     engine = VllmEngine(path, EngineConfig(max_model_len=2048, max_num_seqs=64))
     yield engine
     engine.close()

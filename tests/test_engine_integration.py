@@ -6,6 +6,7 @@ Small N and token caps keep them to a couple of minutes on a 2-core CPU.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,14 @@ INSTRUCTIONS = [
 
 def _run_cli(args: list[str]) -> list[dict[str, Any]]:
     """Run ``bestofn run`` in a fresh process, as a user would, and read its results."""
+    from conftest import MODEL_CACHE
+
+    # The real model cache (no rebuild) and no reconstruction cache: a second run must
+    # reconstruct again, not read the first run's replies back.
+    env = {**os.environ, "BESTOFN_CACHE_DIR": MODEL_CACHE}
     completed = subprocess.run(
-        [sys.executable, "-m", "bestofn", "run", *args],
+        [sys.executable, "-m", "bestofn", "run", *args, "--no-cache"],
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
