@@ -112,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cache(rerank)
 
+    curve = sub.add_parser(
+        "curve",
+        help="best-of-k quality vs N and output length, per scorer, with intervals",
+        description="Generate one seeded pool of curve.n_max candidates per instruction at the "
+        "longest length, truncate it to each length, score it with every scorer, and write "
+        "exact best-of-k curves (CSV and PNG). Rerunning the same command resumes.",
+    )
+    curve.add_argument("config", metavar="CONFIG", help="YAML config with a curve: section")
+    curve.add_argument("--output-dir", metavar="DIR", help="overrides curve.output_dir")
+    curve.add_argument("--limit", type=int, metavar="K", help="only the first K instructions")
+    curve.add_argument(
+        "--overwrite", action="store_true", help="discard an earlier pool and scores"
+    )
+    _add_cache(curve)
+
     validate = sub.add_parser(
         "validate", help="check an input file (and a config) without loading a model"
     )
@@ -459,7 +474,45 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "rerank": cmd_rerank}
+def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    from bestofn.scaling import instructions_path, run_curve
+
+    overrides = {"curve.limit": args.limit, "curve.output_dir": args.output_dir}
+    config = load_config(args.config, **overrides)
+    source = instructions_path(config)
+    report = read_instructions(source)
+    report_input(report)
+    items = report.items[: config.curve.limit] if config.curve.limit else report.items
+    if not items:
+        raise InputError("no valid instructions for the curve", path=source)
+    from bestofn.registry import parse_scorer_names
+    from bestofn.scaling import quality_function
+
+    parse_scorer_names(",".join(config.curve.scorers))  # a typo fails before the engine starts
+    quality_function(config.curve.quality)
+    owned = engine is None
+    if engine is None:
+        engine, _ = start_engine(config)
+    try:
+        summary = run_curve(
+            engine,
+            config,
+            items,
+            Path(config.curve.output_dir),
+            overwrite=args.overwrite,
+            cache=open_cache(args, config),
+        )
+    except KeyboardInterrupt:
+        warn("interrupted; the pool and finished scores are kept; rerun the same command to go on")
+        return 130
+    finally:
+        if owned:
+            engine.close()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "rerank": cmd_rerank, "curve": cmd_curve}
 
 
 def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:

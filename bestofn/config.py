@@ -128,6 +128,30 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class CurveConfig:
+    """What ``bestofn curve`` measures: best-of-k quality vs k and output length."""
+
+    instructions: str | None = None
+    """JSONL of instructions (relative to the config file); IFEval records carry the
+    constraints the ``ifeval_*`` quality metrics check."""
+    n_max: int = 8
+    """Pool size per instruction; curves cover k = 1..n_max."""
+    lengths: tuple[int, ...] = (64, 128, 256)
+    """Output lengths in tokens; the pool is sampled once at the longest and truncated."""
+    scorers: tuple[str, ...] = ("flip", "judge", "length", "random")
+    """Selectors to compare (oracle and random-pick lines are always drawn)."""
+    quality: str = "ifeval_strict"
+    """``ifeval_strict``, ``ifeval_loose``, or ``python:module:function`` taking
+    (instruction, text, record) and returning a float."""
+    limit: int | None = None
+    """Only the first K instructions."""
+    output_dir: str = "curve_out"
+    """Where the pool, scores, CSV and figures go (relative to the working directory)."""
+    bootstrap_resamples: int = 2000
+    """Resamples for the 95 % intervals (over instructions)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one run needs."""
 
@@ -142,6 +166,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    curve: CurveConfig = field(default_factory=CurveConfig)
     source: str | None = None
     """The file this config was read from (set by load_config)."""
 
@@ -190,6 +215,14 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "flip.temperature": ("> 0", lambda v: v > 0),
     "flip.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
     "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
+    "curve.n_max": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
+    "curve.lengths": (
+        "a non-empty list of increasing token counts >= 1",
+        lambda v: len(v) > 0 and all(x >= 1 for x in v) and list(v) == sorted(set(v)),
+    ),
+    "curve.scorers": ("a non-empty list", lambda v: len(v) > 0),
+    "curve.limit": (">= 1", lambda v: v >= 1),
+    "curve.bootstrap_resamples": (">= 100", lambda v: v >= 100),
 }
 
 SCORERS = ("flip",)
@@ -206,6 +239,12 @@ def _check_value(name: str, tp: Any, value: Any) -> Any:
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
             raise ConfigError(f"{name} must be one of {choices}, got {value!r}{extra}")
         return value
+    if origin is tuple:
+        # Declared as tuple[X, ...]; written in YAML as a list.
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        item_type = get_args(tp)[0]
+        return tuple(_check_value(f"{name}[{i}]", item_type, v) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:

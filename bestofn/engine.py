@@ -73,6 +73,10 @@ class Engine(Protocol):
         """The first ``max_tokens`` tokens of ``text``, decoded back to a string."""
         ...
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of generated token ids (special tokens dropped)."""
+        ...
+
     def generate(
         self, requests: Sequence[GenerationRequest], *, progress: str | None = None
     ) -> list[list[Completion]]:
@@ -193,6 +197,9 @@ class VllmEngine:
             return text
         return str(self._tokenizer.decode(ids[:max_tokens], skip_special_tokens=True))
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
     def _params(self, request: GenerationRequest) -> Any:
         kwargs: dict[str, Any] = {
             "n": request.n,
@@ -202,7 +209,11 @@ class VllmEngine:
             "seed": request.seed,
         }
         if request.json_schema is not None:
-            kwargs["structured_outputs"] = self._structured(json=request.json_schema)
+            # No free whitespace between JSON tokens: a small model otherwise pads with
+            # newlines until the token cap and the reply never closes.
+            kwargs["structured_outputs"] = self._structured(
+                json=request.json_schema, disable_any_whitespace=True
+            )
         return self._sampling_params(**kwargs)
 
     def generate(

@@ -73,20 +73,31 @@ class BestOfN:
     def seed_for(self, item_id: str) -> int:
         return derive_seed(self.config.generation.seed, item_id)
 
-    def generate(self, instructions: Sequence[str], ids: Sequence[str]) -> list[list[Candidate]]:
-        """N candidates per instruction, all in one batched engine call."""
+    def requests_for(
+        self,
+        instructions: Sequence[str],
+        ids: Sequence[str],
+        *,
+        n: int | None = None,
+        max_tokens: int | None = None,
+    ) -> list[GenerationRequest]:
+        """One sampling request per instruction (n candidates each, seeded by its id)."""
         gen = self.config.generation
-        requests = [
+        return [
             GenerationRequest(
                 prompt=self.engine.chat_prompt(self.messages(instruction)),
-                n=gen.n,
-                max_tokens=gen.max_tokens,
+                n=gen.n if n is None else n,
+                max_tokens=gen.max_tokens if max_tokens is None else max_tokens,
                 temperature=gen.temperature,
                 top_p=gen.top_p,
                 seed=self.seed_for(item_id),
             )
             for instruction, item_id in zip(instructions, ids, strict=True)
         ]
+
+    def generate(self, instructions: Sequence[str], ids: Sequence[str]) -> list[list[Candidate]]:
+        """N candidates per instruction, all in one batched engine call."""
+        requests = self.requests_for(instructions, ids)
         outputs = self.engine.generate(requests, progress="generate")
         return [
             [

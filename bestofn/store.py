@@ -208,7 +208,10 @@ class ResultsFile:
         self.done: set[str] = set()
         self.repaired_bytes = 0
         self.records_written = 0
-        header = {"type": "header", "schema_version": SCHEMA_VERSION, **header}
+        # JSON round trip: compare the header as it will read back (tuples become lists).
+        header = json.loads(
+            json.dumps({"type": "header", "schema_version": SCHEMA_VERSION, **header})
+        )
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and resume:
             self._resume(header, tuple(match_keys))

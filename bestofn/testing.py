@@ -75,6 +75,17 @@ class FakeEngine:
         words = text.split()
         return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
 
+    @staticmethod
+    def _token_id(word: str) -> int:
+        # The word's UTF-8 bytes as one integer: reversible without any vocabulary, so any
+        # FakeEngine decodes ids another one produced (as a real tokenizer would).
+        return int.from_bytes(word.encode("utf-8"), "big")
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return " ".join(
+            i.to_bytes((i.bit_length() + 7) // 8, "big").decode("utf-8") for i in token_ids
+        )
+
     def close(self) -> None:
         self.closed = True
 
@@ -95,7 +106,7 @@ class FakeEngine:
                 finish = "stop"
                 if len(text.split()) > request.max_tokens:
                     text, finish = " ".join(text.split()[: request.max_tokens]), "length"
-                ids = tuple(range(len(text.split())))
+                ids = tuple(self._token_id(word) for word in text.split())
                 self.stats.output_tokens += len(ids)
                 completions.append(Completion(text=text, token_ids=ids, finish_reason=finish))
             results.append(completions)

@@ -156,3 +156,19 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
         if scored:
             best = max(c["score"] for c in scored)
             assert record["candidates"][record["selected_index"]]["score"] == best
+
+
+def test_first_l_tokens_equal_a_shorter_max_tokens(real_engine: Any) -> None:
+    """The curve harness truncates one long pool instead of sampling each length: with a
+    fixed seed, the first L tokens must be what max_tokens=L would have produced."""
+    prompt = real_engine.chat_prompt([{"role": "user", "content": "Tell me about the sea."}])
+
+    def sample(max_tokens: int) -> list[tuple[int, ...]]:
+        request = GenerationRequest(
+            prompt=prompt, n=3, max_tokens=max_tokens, temperature=0.8, seed=11
+        )
+        return [c.token_ids for c in real_engine.generate([request])[0]]
+
+    long, short = sample(48), sample(16)
+    assert all(len(ids) > 16 for ids in long), "need candidates longer than the cut"
+    assert [ids[:16] for ids in long] == list(short)
