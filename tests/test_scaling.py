@@ -14,7 +14,7 @@ from bestofn.cli import main
 from bestofn.engine import GenerationRequest
 from bestofn.testing import FakeEngine, quoted_response
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
 
 def respond(message: str, index: int, request: GenerationRequest) -> str:
