@@ -127,6 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cache(curve)
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure FLIP's cost beside generation (batched vs per-candidate loop, vs judge)",
+        description="On one engine: generation only, + batched FLIP, + a one-request-per-"
+        "candidate FLIP loop, + judge selection, for N in {4, 8, 16} and max tokens in "
+        "{128, 256} over 16 instructions. Writes JSON and prints a markdown table.",
+    )
+    _add_config(bench)
+    bench.add_argument(
+        "--output", default="bench.json", metavar="FILE", help="result JSON (default: bench.json)"
+    )
+    bench.add_argument("--quick", action="store_true", help="only the N=8, 256-token point")
+    bench.add_argument(
+        "--instructions",
+        metavar="FILE",
+        help="instructions (default: examples/bench_instructions.jsonl)",
+    )
+    bench.add_argument(
+        "--limit", type=int, default=16, metavar="K", help="instructions to use (default: 16)"
+    )
+    bench.add_argument(
+        "--loop-n",
+        default="4,8",
+        metavar="N,N",
+        help="N values that also run the per-candidate loop (default: 4,8)",
+    )
+
     validate = sub.add_parser(
         "validate", help="check an input file (and a config) without loading a model"
     )
@@ -512,7 +539,52 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "rerank": cmd_rerank, "curve": cmd_curve}
+def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    from bestofn.bench import markdown, run_bench, write
+
+    config = load_config(args.config)
+    source = args.instructions or str(
+        Path(__file__).resolve().parent.parent / "examples" / "bench_instructions.jsonl"
+    )
+    report = read_instructions(source)
+    report_input(report)
+    instructions = [item.instruction for item in report.items][: args.limit]
+    if not instructions:
+        raise InputError(
+            "no valid instructions to benchmark; pass --instructions FILE", path=source
+        )
+    loop_ns = [int(x) for x in args.loop_n.split(",") if x.strip()] if args.loop_n else []
+    owned = engine is None
+    start_s = 0.0
+    if engine is None:
+        started = time.perf_counter()
+        engine, _ = start_engine(config)
+        start_s = time.perf_counter() - started
+    try:
+        result = run_bench(
+            engine, config, instructions, engine_start_s=start_s, quick=args.quick, loop_ns=loop_ns
+        )
+    finally:
+        if owned:
+            engine.close()
+    result["instructions_file"] = source
+    write(result, Path(args.output))
+    print(markdown(result))
+    print(
+        f"flip_over_generation {result['flip_over_generation']} (target <= 1.5), "
+        f"batched_speedup_over_loop {result['batched_speedup_over_loop']} (target >= 5), "
+        f"engine_start_s {result['engine_start_s']} (target <= 60); written to {args.output}"
+    )
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "rerank": cmd_rerank,
+    "curve": cmd_curve,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:
