@@ -152,6 +152,26 @@ class CurveConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """Limits of ``bestofn serve``: what one request may ask and how much may wait."""
+
+    max_n: int = 16
+    """Largest ``n`` / ``best_of`` a request may ask for."""
+    max_tokens: int = 1024
+    """Largest ``max_tokens`` a request may ask for."""
+    max_body_bytes: int = 1_000_000
+    """Larger request bodies get 413."""
+    request_timeout_s: float = 300.0
+    """A request not answered by then gets 504 (its work is dropped when it is reached)."""
+    max_queue: int = 256
+    """Requests waiting for the engine beyond this get 429 at once."""
+    max_batch_requests: int = 64
+    """Requests merged into one engine batch."""
+    batch_window_ms: float = 20.0
+    """How long the batcher waits for more requests after the first one arrives."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one run needs."""
 
@@ -167,6 +187,7 @@ class Config:
     flip: FlipConfig = field(default_factory=FlipConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     source: str | None = None
     """The file this config was read from (set by load_config)."""
 
@@ -223,6 +244,13 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "curve.scorers": ("a non-empty list", lambda v: len(v) > 0),
     "curve.limit": (">= 1", lambda v: v >= 1),
     "curve.bootstrap_resamples": (">= 100", lambda v: v >= 100),
+    "server.max_n": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
+    "server.max_tokens": (">= 1", lambda v: v >= 1),
+    "server.max_body_bytes": (">= 1024", lambda v: v >= 1024),
+    "server.request_timeout_s": ("> 0", lambda v: v > 0),
+    "server.max_queue": (">= 1", lambda v: v >= 1),
+    "server.max_batch_requests": (">= 1", lambda v: v >= 1),
+    "server.batch_window_ms": (">= 0", lambda v: v >= 0),
 }
 
 SCORERS = ("flip",)
