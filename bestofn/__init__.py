@@ -25,6 +25,7 @@ from bestofn.flip import FlipScorer, parse_reply
 from bestofn.pipeline import BestOfN
 from bestofn.scorers import LengthScorer, RandomScorer, Scorer
 from bestofn.select import select_index
+from bestofn.selector import Selector
 from bestofn.similarity import word_f1
 from bestofn.types import Candidate, Score, Selection
 
@@ -53,6 +54,7 @@ __all__ = [
     "Score",
     "Scorer",
     "Selection",
+    "Selector",
     "SelectionConfig",
     "__version__",
     "load_config",
