@@ -113,6 +113,11 @@ class FlipConfig:
     """Seed of the k > 1 reconstructions (derived per response text)."""
     max_response_tokens: int = 1024
     """Longer responses are cut to this many tokens before reconstruction (and flagged)."""
+    similarity: Literal["word_f1", "rouge_l"] = "word_f1"
+    """How an inferred instruction is compared with the real one: the paper's word F1, or
+    ROUGE-L F (longest common word subsequence) on the same normalised words."""
+    aggregate: Literal["mean", "max"] = "mean"
+    """How the k reconstructions' similarities become one score."""
 
 
 @dataclass(frozen=True)

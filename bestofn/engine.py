@@ -91,6 +91,18 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class LogprobEngine(Engine, Protocol):
+    """An engine that can also score given text by teacher forcing (no decoding)."""
+
+    def continuation_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+    ) -> list[list[float]]:
+        """For each (prompt, continuation): the log-probability of every continuation token
+        given the prompt and the continuation tokens before it, in one batched call."""
+        ...
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, in MiB."""
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -260,6 +272,47 @@ class VllmEngine:
                     )
                 )
             results.append(completions)
+        return results
+
+    def continuation_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+    ) -> list[list[float]]:
+        if not pairs:
+            return []
+        prompts: list[Any] = []
+        spans: list[tuple[int, list[int]]] = []
+        for prompt, continuation in pairs:
+            head = self.encode(prompt)
+            tail = self.encode(continuation)
+            if len(head) + len(tail) + 1 > self.config.max_model_len:
+                raise EngineError(
+                    f"a prompt of {len(head)} tokens plus a continuation of {len(tail)} exceeds "
+                    f"engine.max_model_len={self.config.max_model_len}; cut the texts first"
+                )
+            prompts.append(self._tokens_prompt(prompt_token_ids=head + tail))
+            spans.append((len(head), tail))
+            self.stats.prompt_tokens += len(head) + len(tail)
+        # One generated token is the least vLLM will do; prompt_logprobs=0 returns the
+        # log-probability of each prompt token itself.
+        params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        use_tqdm: Any = False
+        if progress is not None:
+            from functools import partial
+
+            from tqdm import tqdm
+
+            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
+        except Exception as exc:
+            raise EngineError(f"vLLM scoring failed: {type(exc).__name__}: {exc}") from exc
+        self.stats.generate_s += time.perf_counter() - started
+        self.stats.calls += 1
+        results = []
+        for output, (start, tail) in zip(outputs, spans, strict=True):
+            table = output.prompt_logprobs or []
+            results.append([float(table[start + i][token].logprob) for i, token in enumerate(tail)])
         return results
 
     def close(self) -> None:

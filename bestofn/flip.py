@@ -20,7 +20,7 @@ from bestofn.config import FlipConfig, resolve_config_path
 from bestofn.engine import Engine, GenerationRequest
 from bestofn.errors import ConfigError
 from bestofn.seeding import derive_seed
-from bestofn.similarity import echo_fraction, word_f1
+from bestofn.similarity import echo_fraction, rouge_l_f1, word_f1
 from bestofn.types import Candidate, Score
 
 PLACEHOLDER = "{response}"
@@ -228,6 +228,7 @@ class FlipScorer:
         self.template_sha = hashlib.sha256(template.encode("utf-8")).hexdigest()
         self.cache = cache if cache is not None else ReconstructionCache()
         self.last_stats = ScoringStats()
+        self._similarity = rouge_l_f1 if self.config.similarity == "rouge_l" else word_f1
         # unit key -> (context, response) for units that carry chat context
         self._parts: dict[str, tuple[str | None, str]] = {}
 
@@ -371,7 +372,7 @@ class FlipScorer:
                 errors.append(parsed.error or "unparseable")
                 self.last_stats.unparsed += 1
             else:
-                f1s.append(word_f1(parsed.instruction, instruction))
+                f1s.append(self._similarity(parsed.instruction, instruction))
         details: dict[str, Any] = {
             "inferred_instructions": inferred,
             "f1": [round(f, 6) for f in f1s],
@@ -384,7 +385,8 @@ class FlipScorer:
         if not f1s:
             return Score(None, unscored_reason=errors[0], details=details)
         spread = statistics.pstdev(f1s) if len(f1s) > 1 else None
-        return Score(statistics.fmean(f1s), spread=spread, details=details)
+        value = max(f1s) if self.config.aggregate == "max" else statistics.fmean(f1s)
+        return Score(value, spread=spread, details=details)
 
 
 def _unit(context: str | None, response: str) -> str:

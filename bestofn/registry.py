@@ -13,12 +13,26 @@ from bestofn.config import Config
 from bestofn.engine import Engine
 from bestofn.scorers import LengthScorer, RandomScorer, Scorer, check_scorer_names
 
-SCORER_NAMES = ("flip", "judge", "pairwise", "length", "random", "oracle")
+SCORER_NAMES = (
+    "flip",
+    "judge",
+    "pairwise",
+    "length",
+    "random",
+    "oracle",
+    "backward_ll",
+    "backward_ll_sum",
+    "forward_pmi",
+)
 """flip: FLIP word F1; judge: same-model 1-10 rating; pairwise: same-model A/B judging in
 both orders (win rate); length: longer wins; random: seeded chance; oracle: IFEval
-verifiable constraints (needs instruction_id_list and kwargs in the input)."""
+verifiable constraints (needs instruction_id_list and kwargs in the input);
+backward_ll / backward_ll_sum: teacher-forced log P(instruction | response), per token or
+summed; forward_pmi: per-token PMI of the response with its instruction."""
 
-ENGINE_SCORERS = frozenset({"flip", "judge", "pairwise"})
+ENGINE_SCORERS = frozenset(
+    {"flip", "judge", "pairwise", "backward_ll", "backward_ll_sum", "forward_pmi"}
+)
 
 
 def parse_scorer_names(text: str) -> list[str]:
@@ -62,6 +76,14 @@ def make_scorer(
         from bestofn.flip import FlipScorer
 
         return FlipScorer(engine, config.flip, config_source=config.source, cache=cache)
+    if name in ("backward_ll", "backward_ll_sum"):
+        from bestofn.likelihood import BackwardLikelihood
+
+        return BackwardLikelihood(engine, reduce="mean" if name == "backward_ll" else "sum")
+    if name == "forward_pmi":
+        from bestofn.likelihood import ForwardPMI
+
+        return ForwardPMI(engine)
     from bestofn.judge import PairwiseJudge, PointwiseJudge
 
     if name == "judge":

@@ -61,6 +61,7 @@ class FakeEngine:
         self.model_id = model_id
         self.stats = EngineStats()
         self.calls: list[list[GenerationRequest]] = []
+        self.logprob_calls: list[list[tuple[str, str]]] = []
         self.closed = False
 
     def chat_prompt(self, messages: Sequence[Message]) -> str:
@@ -85,6 +86,19 @@ class FakeEngine:
         return " ".join(
             i.to_bytes((i.bit_length() + 7) // 8, "big").decode("utf-8") for i in token_ids
         )
+
+    def continuation_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+    ) -> list[list[float]]:
+        """A deterministic stand-in: a continuation word scores -1 if it occurs in the
+        prompt, else -5, so continuations that echo their prompt score higher."""
+        self.logprob_calls.append(list(pairs))
+        self.stats.calls += 1
+        results = []
+        for prompt, continuation in pairs:
+            seen = set(prompt.casefold().split())
+            results.append([-1.0 if w.casefold() in seen else -5.0 for w in continuation.split()])
+        return results
 
     def close(self) -> None:
         self.closed = True

@@ -172,3 +172,15 @@ def test_first_l_tokens_equal_a_shorter_max_tokens(real_engine: Any) -> None:
     long, short = sample(48), sample(16)
     assert all(len(ids) > 16 for ids in long), "need candidates longer than the cut"
     assert [ids[:16] for ids in long] == list(short)
+
+
+def test_teacher_forced_logprobs_prefer_the_plausible_continuation(real_engine: Any) -> None:
+    prompt = real_engine.chat_prompt(
+        [{"role": "user", "content": "What is the capital of France?"}]
+    )
+    good, bad = real_engine.continuation_logprobs(
+        [(prompt, "The capital of France is Paris."), (prompt, "Bananas orbit quietly sideways.")]
+    )
+    assert len(good) == real_engine.count_tokens("The capital of France is Paris.")
+    assert all(v <= 0.0 for v in good + bad)
+    assert sum(good) / len(good) > sum(bad) / len(bad)

@@ -1,0 +1,144 @@
+"""Likelihood scorers by teacher forcing (prefill only, nothing to parse): backward
+log P(instruction | response) and forward PMI of the response given the instruction.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Literal
+
+from bestofn.config import resolve_config_path
+from bestofn.engine import LogprobEngine
+from bestofn.errors import ConfigError
+from bestofn.flip import PLACEHOLDER, load_template
+from bestofn.types import Candidate, Score
+
+NEUTRAL_INSTRUCTION = "Write a response."
+
+
+def _require_logprobs(engine: object) -> LogprobEngine:
+    if not isinstance(engine, LogprobEngine):
+        raise ConfigError(
+            "likelihood scorers need an engine with continuation_logprobs (vLLM or FakeEngine)"
+        )
+    return engine
+
+
+class BackwardLikelihood:
+    """log P(real instruction | response) under the same model: FLIP's question answered
+    by teacher forcing instead of by sampling a reconstruction and comparing words.
+
+    ``reduce="mean"`` (per token) or ``"sum"``. Within one instruction the instruction's own
+    prior is a constant, so PMI against a neutral response would rank candidates the same.
+    """
+
+    def __init__(
+        self,
+        engine: object,
+        *,
+        reduce: Literal["mean", "sum"] = "mean",
+        template: str | None = None,
+        max_response_tokens: int = 1024,
+        max_instruction_tokens: int = 512,
+    ) -> None:
+        self.engine = _require_logprobs(engine)
+        self.reduce = reduce
+        self.name = "backward_ll" if reduce == "mean" else "backward_ll_sum"
+        if template is None:
+            template = load_template(
+                resolve_config_path("templates/backward.txt", None, "backward.template")
+            )
+        self.template = template
+        self.max_response_tokens = max_response_tokens
+        self.max_instruction_tokens = max_instruction_tokens
+
+    def score(
+        self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
+    ) -> list[list[Score]]:
+        engine = self.engine
+        pairs: dict[tuple[str, str], int] = {}
+        keys: list[list[tuple[str, str]]] = []
+        for instruction, group in zip(instructions, candidates, strict=True):
+            target = engine.truncate(instruction, self.max_instruction_tokens)
+            row = []
+            for candidate in group:
+                shown = engine.truncate(candidate.text, self.max_response_tokens)
+                prompt = engine.chat_prompt(
+                    [{"role": "user", "content": self.template.replace(PLACEHOLDER, shown)}]
+                )
+                key = (prompt, target)
+                pairs.setdefault(key, len(pairs))
+                row.append(key)
+            keys.append(row)
+        logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        results = []
+        for row in keys:
+            scores = []
+            for key in row:
+                values = logprobs[pairs[key]]
+                if not values:
+                    scores.append(Score.unscored("empty_instruction: nothing to score"))
+                    continue
+                total = sum(values)
+                value = total if self.reduce == "sum" else total / len(values)
+                scores.append(Score(value, details={"tokens": len(values), "logprob_sum": total}))
+            results.append(scores)
+        return results
+
+
+class ForwardPMI:
+    """Per-token pointwise mutual information of the response with its instruction:
+    mean log P(response | instruction) - mean log P(response | a neutral instruction).
+    High when the instruction explains the response beyond what any request would."""
+
+    name = "forward_pmi"
+
+    def __init__(
+        self, engine: object, *, max_response_tokens: int = 1024, max_instruction_tokens: int = 512
+    ) -> None:
+        self.engine = _require_logprobs(engine)
+        self.max_response_tokens = max_response_tokens
+        self.max_instruction_tokens = max_instruction_tokens
+
+    def score(
+        self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
+    ) -> list[list[Score]]:
+        engine = self.engine
+        neutral = engine.chat_prompt([{"role": "user", "content": NEUTRAL_INSTRUCTION}])
+        pairs: dict[tuple[str, str], int] = {}
+        keys: list[list[tuple[tuple[str, str], tuple[str, str]] | None]] = []
+        for instruction, group in zip(instructions, candidates, strict=True):
+            prompt = engine.chat_prompt(
+                [
+                    {
+                        "role": "user",
+                        "content": engine.truncate(instruction, self.max_instruction_tokens),
+                    }
+                ]
+            )
+            row: list[tuple[tuple[str, str], tuple[str, str]] | None] = []
+            for candidate in group:
+                text = engine.truncate(candidate.text, self.max_response_tokens)
+                if not text.strip():
+                    row.append(None)
+                    continue
+                given, alone = (prompt, text), (neutral, text)
+                pairs.setdefault(given, len(pairs))
+                pairs.setdefault(alone, len(pairs))
+                row.append((given, alone))
+            keys.append(row)
+        logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        results = []
+        for row in keys:
+            scores = []
+            for entry in row:
+                if entry is None:
+                    scores.append(Score.unscored("empty_response: nothing to score"))
+                    continue
+                with_instruction = logprobs[pairs[entry[0]]]
+                without = logprobs[pairs[entry[1]]]
+                value = statistics.fmean(with_instruction) - statistics.fmean(without)
+                scores.append(Score(value, details={"tokens": len(with_instruction)}))
+            results.append(scores)
+        return results

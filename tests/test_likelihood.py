@@ -1,0 +1,88 @@
+"""Likelihood scorers on FakeEngine (whose log-probs reward continuation words found in
+the prompt: -1 if present, -5 if not)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bestofn.config import Config
+from bestofn.errors import ConfigError
+from bestofn.likelihood import BackwardLikelihood, ForwardPMI
+from bestofn.registry import make_scorer
+from bestofn.testing import FakeEngine
+from bestofn.types import Candidate
+
+
+def test_backward_mean_and_sum_by_hand() -> None:
+    engine = FakeEngine()
+    candidates = [[Candidate("whales are huge mammals"), Candidate("trains are fast")]]
+    mean = BackwardLikelihood(engine).score(["describe whales"], candidates)
+    # The instruction "describe whales" is the continuation. In the first prompt "whales"
+    # occurs (-1) and "describe" occurs only if the template says it (it does not): -5.
+    # mean = (-5 + -1) / 2 = -3; second: neither word occurs -> (-5 - 5) / 2 = -5.
+    assert [s.value for s in mean[0]] == [pytest.approx(-3.0), pytest.approx(-5.0)]
+    total = BackwardLikelihood(engine, reduce="sum").score(["describe whales"], candidates)
+    assert [s.value for s in total[0]] == [pytest.approx(-6.0), pytest.approx(-10.0)]
+    # Each call is one batched engine call.
+    assert len(engine.logprob_calls) == 2
+    assert len(engine.logprob_calls[0]) == 2
+
+
+def test_forward_pmi_by_hand_and_empty_response() -> None:
+    engine = FakeEngine()
+    scores = ForwardPMI(engine).score(
+        ["whales huge"], [[Candidate("whales huge"), Candidate("trains fast"), Candidate("  ")]]
+    )
+    # "whales huge" given the instruction: both words in the prompt -> mean -1; given the
+    # neutral "Write a response." neither word -> mean -5; PMI = -1 - (-5) = 4.
+    # "trains fast": -5 under both prompts -> PMI 0.
+    assert scores[0][0].value == pytest.approx(4.0)
+    assert scores[0][1].value == pytest.approx(0.0)
+    assert scores[0][2].value is None and "empty_response" in (scores[0][2].unscored_reason or "")
+    # 2 distinct texts x (instruction prompt, neutral prompt) = 4 pairs in one call.
+    assert len(engine.logprob_calls) == 1 and len(engine.logprob_calls[0]) == 4
+
+
+def test_registry_builds_likelihood_scorers() -> None:
+    engine = FakeEngine()
+    assert make_scorer("backward_ll_sum", engine=engine, config=Config()).name == "backward_ll_sum"
+    assert make_scorer("forward_pmi", engine=engine, config=Config()).name == "forward_pmi"
+
+
+def test_engine_without_logprobs_is_refused() -> None:
+    class NoLogprobs:
+        pass
+
+    with pytest.raises(ConfigError, match="continuation_logprobs"):
+        BackwardLikelihood(NoLogprobs())
+
+
+def test_flip_max_aggregate_and_rouge_similarity() -> None:
+    import json
+    from dataclasses import replace
+
+    from bestofn.config import FlipConfig
+    from bestofn.flip import FlipScorer
+    from bestofn.testing import quoted_response
+
+    replies = ["describe blue whales", "whales blue describe", "nothing"]
+
+    def respond(message: str, index: int, request: object) -> str:
+        assert quoted_response(message) is not None
+        return json.dumps({"instruction": replies[index]})
+
+    base = FlipConfig(k=3)
+    group = [[Candidate("Whales are big.")]]
+    mean_f1 = FlipScorer(FakeEngine(respond), base).score(["describe blue whales"], group)[0][0]
+    # word F1 per reply: 1, 1 (order-free), 0 -> mean 2/3, max 1.
+    assert mean_f1.value == pytest.approx(2 / 3)
+    max_f1 = FlipScorer(FakeEngine(respond), replace(base, aggregate="max")).score(
+        ["describe blue whales"], group
+    )[0][0]
+    assert max_f1.value == pytest.approx(1.0)
+    rouge = FlipScorer(FakeEngine(respond), replace(base, similarity="rouge_l")).score(
+        ["describe blue whales"], group
+    )[0][0]
+    # ROUGE-L per reply: 1; LCS of [whales, blue, describe] with [describe, blue, whales] is 1
+    # word -> P = R = 1/3 -> F 1/3; 0 -> mean (1 + 1/3 + 0) / 3 = 4/9.
+    assert rouge.value == pytest.approx(4 / 9)
