@@ -113,6 +113,9 @@ class FlipConfig:
     """Seed of the k > 1 reconstructions (derived per response text)."""
     max_response_tokens: int = 1024
     """Longer responses are cut to this many tokens before reconstruction (and flagged)."""
+    reasoning_chars: int = 0
+    """If > 0, the JSON reply also holds a ``reasoning`` string of at most this many
+    characters, after the instruction (use a template that asks for it)."""
     similarity: Literal["word_f1", "rouge_l"] = "word_f1"
     """How an inferred instruction is compared with the real one: the paper's word F1, or
     ROUGE-L F (longest common word subsequence) on the same normalised words."""
@@ -241,6 +244,7 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "flip.temperature": ("> 0", lambda v: v > 0),
     "flip.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
     "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
+    "flip.reasoning_chars": (">= 0", lambda v: v >= 0),
     "curve.n_max": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
     "curve.lengths": (
         "a non-empty list of increasing token counts >= 1",

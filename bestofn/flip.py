@@ -85,14 +85,18 @@ def check_template(text: str, name: str = "template") -> None:
         )
 
 
-def reply_schema(max_instruction_chars: int) -> dict[str, Any]:
-    """The JSON schema the engine enforces: one bounded string field."""
+def reply_schema(max_instruction_chars: int, *, reasoning_chars: int = 0) -> dict[str, Any]:
+    """The JSON schema the engine enforces: one bounded string field, optionally followed by
+    a bounded ``reasoning`` field (the instruction comes first, so it is never cut off)."""
+    properties: dict[str, Any] = {
+        "instruction": {"type": "string", "minLength": 1, "maxLength": max_instruction_chars}
+    }
+    if reasoning_chars:
+        properties["reasoning"] = {"type": "string", "maxLength": reasoning_chars}
     return {
         "type": "object",
-        "properties": {
-            "instruction": {"type": "string", "minLength": 1, "maxLength": max_instruction_chars}
-        },
-        "required": ["instruction"],
+        "properties": properties,
+        "required": list(properties),
         "additionalProperties": False,
     }
 
@@ -249,7 +253,7 @@ class FlipScorer:
             temperature=cfg.temperature if sampled else 0.0,
             top_p=cfg.top_p if sampled else 1.0,
             seed=derive_seed(cfg.seed, unit) if sampled else None,
-            json_schema=reply_schema(cfg.max_instruction_chars)
+            json_schema=reply_schema(cfg.max_instruction_chars, reasoning_chars=cfg.reasoning_chars)
             if cfg.reply_format == "json"
             else None,
         )
@@ -261,6 +265,7 @@ class FlipScorer:
             "format": cfg.reply_format,
             "max_reply_tokens": cfg.max_reply_tokens,
             "max_instruction_chars": cfg.max_instruction_chars,
+            "reasoning_chars": cfg.reasoning_chars,
             "temperature": cfg.temperature if cfg.k > 1 else 0.0,
             "top_p": cfg.top_p if cfg.k > 1 else 1.0,
             "seed": cfg.seed if cfg.k > 1 else None,

