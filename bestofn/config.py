@@ -121,6 +121,10 @@ class FlipConfig:
     ROUGE-L F (longest common word subsequence) on the same normalised words."""
     aggregate: Literal["mean", "max"] = "mean"
     """How the k reconstructions' similarities become one score."""
+    echo_penalty: float = 0.0
+    """Subtracted times the echo fraction (share of the instruction's word trigrams copied
+    into the response), against the known hack of restating the instruction. The echo
+    fraction is always reported per candidate."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "flip.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
     "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
     "flip.reasoning_chars": (">= 0", lambda v: v >= 0),
+    "flip.echo_penalty": (">= 0", lambda v: v >= 0),
     "curve.n_max": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
     "curve.lengths": (
         "a non-empty list of increasing token counts >= 1",

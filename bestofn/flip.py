@@ -378,10 +378,11 @@ class FlipScorer:
                 self.last_stats.unparsed += 1
             else:
                 f1s.append(self._similarity(parsed.instruction, instruction))
+        echo = echo_fraction(instruction, text)
         details: dict[str, Any] = {
             "inferred_instructions": inferred,
             "f1": [round(f, 6) for f in f1s],
-            "echo": round(echo_fraction(instruction, text), 6),
+            "echo": round(echo, 6),
         }
         if errors:
             details["reply_errors"] = errors
@@ -391,6 +392,9 @@ class FlipScorer:
             return Score(None, unscored_reason=errors[0], details=details)
         spread = statistics.pstdev(f1s) if len(f1s) > 1 else None
         value = max(f1s) if self.config.aggregate == "max" else statistics.fmean(f1s)
+        if self.config.echo_penalty and echo > 0:
+            value -= self.config.echo_penalty * echo
+            details["flags"] = [*details.get("flags", []), "echo_penalised"]
         return Score(value, spread=spread, details=details)
 
 

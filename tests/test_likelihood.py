@@ -86,3 +86,28 @@ def test_flip_max_aggregate_and_rouge_similarity() -> None:
     # ROUGE-L per reply: 1; LCS of [whales, blue, describe] with [describe, blue, whales] is 1
     # word -> P = R = 1/3 -> F 1/3; 0 -> mean (1 + 1/3 + 0) / 3 = 4/9.
     assert rouge.value == pytest.approx(4 / 9)
+
+
+def test_echo_penalty_lowers_a_restated_instruction() -> None:
+    import json
+    from dataclasses import replace
+
+    from bestofn.config import FlipConfig
+    from bestofn.flip import FlipScorer
+
+    def respond(message: str, index: int, request: object) -> str:
+        return json.dumps({"instruction": "describe blue whales today"})
+
+    group = [[Candidate("describe blue whales today please"), Candidate("Whales are big.")]]
+    plain = FlipScorer(FakeEngine(respond), FlipConfig()).score(
+        ["describe blue whales today"], group
+    )[0]
+    assert plain[0].value == pytest.approx(1.0) and plain[1].value == pytest.approx(1.0)
+    penalised = FlipScorer(FakeEngine(respond), replace(FlipConfig(), echo_penalty=0.5)).score(
+        ["describe blue whales today"], group
+    )[0]
+    # Candidate 0 holds both of the instruction's trigrams (echo 1.0): 1 - 0.5 * 1 = 0.5.
+    # Candidate 1 copies no trigram (echo 0): unchanged.
+    assert penalised[0].value == pytest.approx(0.5)
+    assert "echo_penalised" in penalised[0].details["flags"]
+    assert penalised[1].value == pytest.approx(1.0)
