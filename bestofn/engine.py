@@ -245,21 +245,7 @@ class VllmEngine:
                 )
             prompts.append(self._tokens_prompt(prompt_token_ids=ids))
             self.stats.prompt_tokens += len(ids)
-        params = [self._params(r) for r in requests]
-        use_tqdm: Any = False
-        if progress is not None:
-            from functools import partial
-
-            from tqdm import tqdm
-
-            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
-        started = time.perf_counter()
-        try:
-            outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
-        except Exception as exc:
-            raise EngineError(f"vLLM generate failed: {type(exc).__name__}: {exc}") from exc
-        self.stats.generate_s += time.perf_counter() - started
-        self.stats.calls += 1
+        outputs = self._run(prompts, [self._params(r) for r in requests], progress)
         results: list[list[Completion]] = []
         for output in outputs:
             completions = []
@@ -273,6 +259,24 @@ class VllmEngine:
                 )
             results.append(completions)
         return results
+
+    def _run(self, prompts: list[Any], params: Any, progress: str | None) -> list[Any]:
+        """One batched ``LLM.generate`` with an optional progress bar, timed and counted."""
+        use_tqdm: Any = False
+        if progress is not None:
+            from functools import partial
+
+            from tqdm import tqdm
+
+            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
+        started = time.perf_counter()
+        try:
+            outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
+        except Exception as exc:  # vLLM raises many types; all mean the call failed
+            raise EngineError(f"vLLM generate failed: {type(exc).__name__}: {exc}") from exc
+        self.stats.generate_s += time.perf_counter() - started
+        self.stats.calls += 1
+        return list(outputs)
 
     def continuation_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
@@ -295,20 +299,7 @@ class VllmEngine:
         # One generated token is the least vLLM will do; prompt_logprobs=0 returns the
         # log-probability of each prompt token itself.
         params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        use_tqdm: Any = False
-        if progress is not None:
-            from functools import partial
-
-            from tqdm import tqdm
-
-            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
-        started = time.perf_counter()
-        try:
-            outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
-        except Exception as exc:
-            raise EngineError(f"vLLM scoring failed: {type(exc).__name__}: {exc}") from exc
-        self.stats.generate_s += time.perf_counter() - started
-        self.stats.calls += 1
+        outputs = self._run(prompts, params, progress)
         results = []
         for output, (start, tail) in zip(outputs, spans, strict=True):
             table = output.prompt_logprobs or []

@@ -126,8 +126,11 @@ def _instruction_from(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-def _json_values(text: str) -> list[Any]:
-    """Every JSON value the text plausibly holds: fenced blocks, the whole, embedded objects."""
+def json_values(text: str) -> list[Any]:
+    """Every JSON value the text plausibly holds: fenced blocks, the whole, embedded objects.
+
+    Never raises: undecodable pieces (including deeply nested ones) are skipped.
+    """
     decoder = json.JSONDecoder(strict=False)  # strict=False admits raw newlines in strings
     pieces = [m.group(2) for m in _FENCE.finditer(text)] + [text]
     values: list[Any] = []
@@ -170,7 +173,7 @@ def parse_reply(
     """
     body = text.replace("\ufeff", "").strip()
     found: str | None = None
-    for value in _json_values(body):
+    for value in json_values(body):
         found = _instruction_from(value)
         if found is not None:
             break

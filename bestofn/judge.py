@@ -6,7 +6,6 @@ Owns the judge prompts, the tolerant verdict parsers and both batched, cached ju
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from bestofn.cache import ReconstructionCache, cache_key
 from bestofn.config import resolve_config_path
 from bestofn.engine import Engine, GenerationRequest
 from bestofn.errors import ConfigError
+from bestofn.flip import json_values as _json_values
 from bestofn.types import Candidate, Score
 
 POINTWISE_TEMPLATE = "templates/judge_pointwise.txt"
@@ -44,7 +44,6 @@ WINNER_KEYS = (
 WINNER_HINTS = ("winner", "better", "prefer", "choice")
 
 _PLACEHOLDER = re.compile(r"\{(instruction|response|response_a|response_b)\}")
-_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 
 # --- rating in free text ---------------------------------------------------------------
 # A number not glued to a word or to another number ("v2", "3.5.1" are not ratings).
@@ -145,30 +144,6 @@ def fill_template(template: str, values: dict[str, str]) -> str:
 def _short(value: object, limit: int = 40) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json_values(text: str) -> list[Any]:
-    """Every JSON value the text plausibly holds: fenced blocks, the whole, embedded objects."""
-    decoder = json.JSONDecoder(strict=False)  # strict=False admits raw newlines in strings
-    pieces = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    values: list[Any] = []
-    for piece in pieces:
-        piece = piece.strip()
-        # RecursionError: a looping model can emit thousands of open brackets, and the
-        # decoder recurses once per level.
-        try:
-            values.append(decoder.decode(piece))
-            continue
-        except (ValueError, RecursionError):
-            pass
-        starts = [i for i, ch in enumerate(piece) if ch == "{"][:32]
-        for start in starts:
-            try:
-                value, _ = decoder.raw_decode(piece, start)
-            except (ValueError, RecursionError):
-                continue
-            values.append(value)
-    return values
 
 
 def _is_scalar(value: object) -> bool:
