@@ -154,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="N values that also run the per-candidate loop (default: 4,8)",
     )
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve best-of-N with FLIP behind an OpenAI-compatible HTTP API",
+        description="Start the engine and serve /v1/chat/completions, /v1/completions, "
+        "/v1/score, /v1/models and /health. Each request samples n (or best_of) candidates "
+        "and returns the one FLIP selects. Limits come from the config's server: section.",
+    )
+    _add_config(serve)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    serve.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on every route but /health "
+        "(default: env BESTOFN_API_KEY; no key if neither is set)",
+    )
+
     validate = sub.add_parser(
         "validate", help="check an input file (and a config) without loading a model"
     )
@@ -578,12 +599,46 @@ def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    import os
+
+    try:
+        from bestofn.server import run_server
+    except ImportError as exc:
+        raise BestOfNError(
+            f"bestofn serve needs FastAPI and uvicorn ({exc}); install them with "
+            "`pip install 'bestofn[serve]'`"
+        ) from None
+    config = load_config(args.config)
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+    api_key = args.api_key or os.environ.get("BESTOFN_API_KEY") or None
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        warn(
+            f"serving on {args.host} without an API key: anyone who can reach this port can "
+            "use the engine; pass --api-key or set BESTOFN_API_KEY"
+        )
+    owned = engine is None
+    if engine is None:
+        engine, _ = start_engine(config)
+    try:
+        run_server(engine, config, host=args.host, port=args.port, api_key=api_key)
+    except KeyboardInterrupt:
+        warn("server stopped")
+        return 130
+    finally:
+        if owned:
+            engine.close()
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "validate": cmd_validate,
     "rerank": cmd_rerank,
     "curve": cmd_curve,
     "bench": cmd_bench,
+    "serve": cmd_serve,
 }
 
 
