@@ -193,7 +193,7 @@ class Config:
     model_cache_dir: str | None = None
     """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
     scorer: str = "flip"
-    """The scorer that selects (``flip``)."""
+    """The scorer that selects in ``run`` and ``serve``: any name in SCORERS."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
@@ -267,7 +267,18 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "server.batch_window_ms": (">= 0", lambda v: v >= 0),
 }
 
-SCORERS = ("flip",)
+SCORERS = (
+    "flip",
+    "judge",
+    "pairwise",
+    "length",
+    "random",
+    "oracle",
+    "backward_ll",
+    "backward_ll_sum",
+    "forward_pmi",
+)
+"""Every scorer name (bestofn.registry builds them)."""
 
 
 def _check_value(name: str, tp: Any, value: Any) -> Any:

@@ -9,21 +9,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bestofn.cache import ReconstructionCache
-from bestofn.config import Config
+from bestofn.config import SCORERS, Config
 from bestofn.engine import Engine
 from bestofn.scorers import LengthScorer, RandomScorer, Scorer, check_scorer_names
 
-SCORER_NAMES = (
-    "flip",
-    "judge",
-    "pairwise",
-    "length",
-    "random",
-    "oracle",
-    "backward_ll",
-    "backward_ll_sum",
-    "forward_pmi",
-)
+SCORER_NAMES = SCORERS
 """flip: FLIP word F1; judge: same-model 1-10 rating; pairwise: same-model A/B judging in
 both orders (win rate); length: longer wins; random: seeded chance; oracle: IFEval
 verifiable constraints (needs instruction_id_list and kwargs in the input);

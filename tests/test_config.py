@@ -264,7 +264,8 @@ def test_literal_without_close_match_has_no_hint() -> None:
 
 def test_unknown_scorer_suggests_flip() -> None:
     message = config_error({"scorer": "flp"})
-    assert "scorer must be one of flip, got 'flp'" in message
+    assert "scorer must be one of flip, judge, pairwise," in message
+    assert "got 'flp'" in message
     assert "did you mean 'flip'?" in message
 
 
