@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key",
         metavar="KEY",
-        help="require 'Authorization: Bearer KEY' on every route but /health "
-        "(default: env BESTOFN_API_KEY; no key if neither is set)",
+        help="require 'Authorization: Bearer KEY' on every route but /health (default: env "
+        "BESTOFN_API_KEY, which other users cannot read from the process list; no key if "
+        "neither is set)",
     )
 
     validate = sub.add_parser(
