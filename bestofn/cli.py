@@ -17,8 +17,8 @@ from typing import Any
 from bestofn import __version__
 from bestofn.config import Config, load_config
 from bestofn.engine import Engine
-from bestofn.errors import BestOfNError, ConfigError, InputError
-from bestofn.store import read_instructions, warn
+from bestofn.errors import BestOfNError, ConfigError, InputError, OutputError
+from bestofn.store import check_writable, ensure_dir, read_instructions, warn
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -380,6 +380,8 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
     names = parse_scorer_names(args.scorer)
     if args.batch_items < 1:
         raise ConfigError(f"--batch-items must be >= 1, got {args.batch_items}")
+    if args.summary:
+        check_writable(args.summary, "--summary")
     report = read_rerank_input(args.input, fmt=args.format)
     if report.errors and args.strict:
         for error in report.errors:
@@ -433,7 +435,13 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
     summary = summarise(records, names)
     summary["input"] = str(args.input)
     if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(args.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(
+                f"--summary {args.summary} cannot be written: {exc.strerror or exc}; the "
+                f"per-item results are in {args.output}; rerun with --resume to get the summary"
+            ) from None
     print(format_summary(summary))
     return 0
 
@@ -539,6 +547,7 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
 
     parse_scorer_names(",".join(config.curve.scorers))  # a typo fails before the engine starts
     quality_function(config.curve.quality)
+    ensure_dir(config.curve.output_dir, "curve.output_dir")
     owned = engine is None
     if engine is None:
         engine, _ = start_engine(config)

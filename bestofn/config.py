@@ -281,6 +281,14 @@ SCORERS = (
 """Every scorer name (bestofn.registry builds them)."""
 
 
+def _show(value: Any) -> str:
+    """repr for messages, short even for a 5,000-digit integer (whose repr would raise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _check_value(name: str, tp: Any, value: Any) -> Any:
     """Check one value against its annotated type; return it (ints widen to floats)."""
     origin = get_origin(tp)
@@ -290,12 +298,12 @@ def _check_value(name: str, tp: Any, value: Any) -> Any:
             choices = ", ".join(repr(a) for a in allowed)
             hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"{name} must be one of {choices}, got {value!r}{extra}")
+            raise ConfigError(f"{name} must be one of {choices}, got {_show(value)}{extra}")
         return value
     if origin is tuple:
         # Declared as tuple[X, ...]; written in YAML as a list.
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
+            raise ConfigError(f"{name} must be a list, got {_show(value)}")
         item_type = get_args(tp)[0]
         return tuple(_check_value(f"{name}[{i}]", item_type, v) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
@@ -313,19 +321,24 @@ def _check_value(name: str, tp: Any, value: Any) -> Any:
         raise errors[0]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{name} must be true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
+            raise ConfigError(f"{name} must be an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{name} must be a number, got {_show(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(
+                f"{name} must be a number that fits a float, got {_show(value)}"
+            ) from None
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
+            raise ConfigError(f"{name} must be a string, got {_show(value)}")
         return value
     raise AssertionError(f"unhandled config type {tp!r} for {name}")  # a bug, not user error
 
@@ -355,7 +368,7 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
         checked = _check_value(name, tp, value)
         rule = _RULES.get(name)
         if rule is not None and checked is not None and not rule[1](checked):
-            raise ConfigError(f"{name} must be {rule[0]}, got {checked!r}")
+            raise ConfigError(f"{name} must be {rule[0]}, got {_show(checked)}")
         kwargs[key] = checked
     return cls(**kwargs)
 
@@ -404,6 +417,20 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
+        except (
+            ValueError,
+            KeyError,
+            AttributeError,
+            TypeError,
+            RecursionError,
+            OverflowError,
+        ) as exc:
+            # PyYAML raises these for YAML it parses but cannot build (an impossible date,
+            # an unknown !!bool value, nesting too deep).
+            raise ConfigError(
+                f"config file {source} holds a value YAML cannot build "
+                f"({type(exc).__name__}: {str(exc)[:120]}); fix or quote it"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -4,6 +4,7 @@ results writer with a schema-versioned header, torn-line repair and resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -86,6 +87,25 @@ def parse_json_line(path: str, number: int, text: str) -> dict[str, Any]:
             path=path,
             line=number,
         ) from None
+    except (ValueError, RecursionError) as exc:
+        # Nesting deeper than the decoder's recursion, or an integer past Python's digit
+        # limit: valid JSON in theory, unusable here.
+        raise InputError(
+            f"cannot be read as JSON ({type(exc).__name__}: {str(exc)[:80]})",
+            path=path,
+            line=number,
+        ) from None
+    try:
+        # "\ud83d" is valid JSON but no valid text: it could never be written back out.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "holds an unpaired UTF-16 surrogate escape (like \\ud83d); fix the text",
+            path=path,
+            line=number,
+        ) from None
+    except (ValueError, RecursionError):
+        pass  # too large to check here; later steps report it
     if not isinstance(value, dict):
         raise InputError(
             f"must be a JSON object, got {type(value).__name__}", path=path, line=number
@@ -212,6 +232,8 @@ class ResultsFile:
         header = json.loads(
             json.dumps({"type": "header", "schema_version": SCHEMA_VERSION, **header})
         )
+        if self.path.is_dir():
+            raise OutputError(f"{self.path} is a directory; --output must name a file")
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and resume:
             self._resume(header, tuple(match_keys))
@@ -231,6 +253,7 @@ class ResultsFile:
         self.created = not (exists and resume)
         if self.created:
             self.write(header)
+            self.flush()  # a full disk or a broken path shows now, before any work
 
     def _resume(self, header: dict[str, Any], match_keys: tuple[str, ...]) -> None:
         data = self.path.read_bytes()
@@ -280,22 +303,36 @@ class ResultsFile:
             self.path.unlink(missing_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        try:
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}; free space (or fix the path) "
+                "and rerun with --resume"
+            ) from None
         if record.get("type") not in ("header", "engine"):
             self.records_written += 1
 
     def flush(self) -> None:
         """Make what was written durable: a crash after this loses none of it."""
-        self._handle.flush()
         try:
+            self._handle.flush()
             os.fsync(self._handle.fileno())
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc}") from None
+            raise OutputError(
+                f"cannot write {self.path}: {exc.strerror or exc}; what was written before "
+                "is kept: free space (or fix the path) and rerun with --resume"
+            ) from None
 
     def close(self) -> None:
-        if not self._handle.closed:
+        if self._handle.closed:
+            return
+        try:
             self.flush()
-            self._handle.close()
+        finally:
+            # The flush above already reported any failure; closing must not hide it.
+            with contextlib.suppress(OSError):
+                self._handle.close()
 
     def __enter__(self) -> ResultsFile:
         return self
@@ -329,3 +366,32 @@ def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dic
 
 def warn(message: str) -> None:
     print(f"bestofn: {message}", file=sys.stderr)
+
+
+def check_writable(path: str | os.PathLike[str], what: str) -> Path:
+    """Fail before any work if ``path`` cannot become a file we write (``what`` names the
+    flag in the message); creates missing parent folders."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{what} {target} is a directory; it must name a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{what} {target} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(target.parent, os.W_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise OutputError(f"{what} {target} is not writable; choose another path")
+    return target
+
+
+def ensure_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Create an output folder before any work, or fail with the reason."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{what} {folder} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{what} {folder} is not writable; choose another folder")
+    return folder
