@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens", type=int, help="token cap per candidate (generation.max_tokens)"
     )
     run.add_argument("--seed", type=int, help="run seed (generation.seed)")
+    run.add_argument("--scorer", help="the selecting scorer (config key scorer; default: flip)")
     run.add_argument(
         "--output",
         default="results.jsonl",
@@ -260,17 +261,19 @@ def start_engine(config: Config) -> tuple[Any, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
-    from bestofn.flip import FlipScorer
     from bestofn.pipeline import BestOfN, RunStats, selection_record
+    from bestofn.registry import make_scorer
     from bestofn.store import ResultsFile
 
     overrides = {
         "generation.n": args.n,
         "generation.max_tokens": args.max_tokens,
         "generation.seed": args.seed,
+        "scorer": args.scorer,
     }
     config = load_config(args.config, **overrides)
-    template_path = config.template_path()  # a missing template fails before the model loads
+    if config.scorer == "flip":
+        config.template_path()  # a missing template fails before the model loads
     report = read_instructions(args.input)
     if report.errors and args.strict:
         for error in report.errors:
@@ -312,13 +315,12 @@ def cmd_run(args: argparse.Namespace, engine: Engine | None = None) -> int:
     else:
         model = {"name": engine.model_id, "embedded": False}
     results.write({"type": "engine", "model": model})
-    cache = open_cache(args, config)
-    scorer = FlipScorer(
-        engine,
-        config.flip,
-        config_source=config.source,
-        cache=cache,
-        template=template_path.read_text(encoding="utf-8"),
+    scorer = make_scorer(
+        config.scorer,
+        engine=engine,
+        config=config,
+        cache=open_cache(args, config),
+        oracle_records={item.instruction: item.extra for item in items},
     )
     best = BestOfN(engine, scorer, config)
     written = 0

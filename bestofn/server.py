@@ -31,7 +31,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bestofn.cache import ReconstructionCache, Replies
 from bestofn.config import Config, EngineConfig
 from bestofn.engine import Engine, GenerationRequest, Message
-from bestofn.flip import FlipScorer
 from bestofn.scorers import Scorer
 from bestofn.seeding import derive_seed
 from bestofn.select import make_selection
@@ -850,11 +849,11 @@ def create_app(
     config = config or Config()
     limits = config.server
     if scorer is None:
-        scorer = FlipScorer(
-            engine,
-            config.flip,
-            config_source=config.source,
-            cache=LruReconstructionCache(),
+        from bestofn.registry import make_scorer
+
+        # The config's selecting scorer, with a bounded in-memory cache (a server runs long).
+        scorer = make_scorer(
+            config.scorer, engine=engine, config=config, cache=LruReconstructionCache()
         )
     batcher = Batcher(engine, scorer, config)
     scorer_name = str(getattr(scorer, "name", "flip"))
