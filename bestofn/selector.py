@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from bestofn.config import Config
 from bestofn.engine import Engine
-from bestofn.flip import FlipScorer
 from bestofn.scorers import Scorer
 from bestofn.select import make_selection
 from bestofn.types import Candidate, Selection
@@ -22,10 +21,11 @@ def as_candidates(candidates: Sequence[str | Candidate]) -> list[Candidate]:
 
 
 class Selector:
-    """Scores candidates with FLIP (or the scorer given) and picks the best.
+    """Scores candidates with the config's scorer (or the one given) and picks the best.
 
+    >>> from bestofn.config import Config
     >>> from bestofn.testing import FakeEngine
-    >>> selector = Selector(FakeEngine())
+    >>> selector = Selector(FakeEngine(), Config(scorer="flip"))
     >>> selector.select("Name a colour.", ["Name a colour: blue.", "I like trains."]).index
     0
     """
@@ -35,9 +35,11 @@ class Selector:
     ) -> None:
         self.engine = engine
         self.config = config or Config()
-        self.scorer = scorer or FlipScorer(
-            engine, self.config.flip, config_source=self.config.source
-        )
+        if scorer is None:
+            from bestofn.registry import make_scorer
+
+            scorer = make_scorer(self.config.scorer, engine=engine, config=self.config)
+        self.scorer = scorer
         # vLLM's LLM object is not safe to call from two threads at once.
         self._lock = threading.Lock()
 

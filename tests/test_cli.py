@@ -45,7 +45,13 @@ def test_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     source = make_input(tmp_path)
     out = tmp_path / "out.jsonl"
     engine = FakeEngine()
-    assert main(["run", str(source), "--output", str(out), "--n", "3"], engine=engine) == 0
+    assert (
+        main(
+            ["run", str(source), "--output", str(out), "--n", "3", "--scorer", "flip"],
+            engine=engine,
+        )
+        == 0
+    )
 
     header, engine_record, *results = read_jsonl(out)
     assert header["type"] == "header"
@@ -293,7 +299,7 @@ def test_cache_file_is_reused_across_runs(tmp_path: Path) -> None:
     source = make_input(tmp_path)
     cache = tmp_path / "flip-cache.sqlite"
     first = FakeEngine()
-    args = ["run", str(source), "--cache", str(cache), "--n", "2"]
+    args = ["run", str(source), "--cache", str(cache), "--n", "2", "--scorer", "flip"]
     assert main([*args, "--output", str(tmp_path / "a.jsonl")], engine=first) == 0
     assert len(reconstruction_requests(first)) > 0
     second = FakeEngine()
@@ -313,7 +319,10 @@ def test_cache_file_is_reused_across_runs(tmp_path: Path) -> None:
         ("generation:\n  n: 0\n", "generation.n must be between 1 and 1024, got 0"),
         ("generaton:\n  n: 3\n", "did you mean 'generation'?"),
         ("generation:\n  n: four\n", "generation.n must be an integer, got 'four'"),
-        ("flip:\n  template: missing.txt\n", "flip.template must name an existing file"),
+        (
+            "scorer: flip\nflip:\n  template: missing.txt\n",
+            "flip.template must name an existing file",
+        ),
         ("- just\n- a list\n", "must hold a mapping"),
     ],
 )

@@ -48,7 +48,7 @@ def test_defaults_load_without_a_file() -> None:
     assert config.selection.tie_break == "first"
     assert config.selection.fallback == "first"
     assert config.model is None
-    assert config.scorer == "flip"
+    assert config.scorer == "backward_ll"
 
 
 @pytest.mark.parametrize("data", [None, {}])

@@ -57,7 +57,7 @@ def test_same_seed_same_candidates_and_scores_across_runs(tmp_path: Path) -> Non
     """
     source = tmp_path / "in.txt"
     source.write_text("\n".join(INSTRUCTIONS[:2]) + "\n", encoding="utf-8")
-    common = [str(source), "--n", "3", "--max-tokens", "24", "--seed", "5"]
+    common = [str(source), "--n", "3", "--max-tokens", "24", "--seed", "5", "--scorer", "flip"]
     first = _run_cli([*common, "--output", str(tmp_path / "one.jsonl")])
     second = _run_cli([*common, "--output", str(tmp_path / "two.jsonl")])
     one = [r for r in first if r["type"] == "result"]
@@ -145,13 +145,12 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
     for record in results:
         assert len(record["candidates"]) == 2
         assert record["selected_index"] in (0, 1)
+        assert record["scorer"] == "backward_ll"  # the default selecting scorer
         for candidate in record["candidates"]:
             assert 1 <= candidate["num_tokens"] <= 24
-            if candidate["score"] is None:
-                assert candidate["unscored_reason"]
-            else:
-                assert 0.0 <= candidate["score"] <= 1.0
-                assert candidate["inferred_instructions"][0]
+            # A mean log-probability per instruction token: negative, finite.
+            assert candidate["score"] is not None and -50.0 < candidate["score"] < 0.0
+            assert candidate["tokens"] == real_engine.count_tokens(record["instruction"])
         scored = [c for c in record["candidates"] if c["score"] is not None]
         if scored:
             best = max(c["score"] for c in scored)

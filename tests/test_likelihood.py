@@ -111,3 +111,37 @@ def test_echo_penalty_lowers_a_restated_instruction() -> None:
     assert penalised[0].value == pytest.approx(0.5)
     assert "echo_penalised" in penalised[0].details["flags"]
     assert penalised[1].value == pytest.approx(1.0)
+
+
+def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
+    """The study chose backward_ll as the default; pin what it picks on fixed pairs.
+
+    FakeEngine's log-prob of a continuation word is -1 if the word occurs in the prompt
+    (which quotes the response), else -5; the continuation is the instruction.
+    """
+    from bestofn.config import Config
+    from bestofn.registry import make_scorer
+
+    config = Config()
+    assert config.scorer == "backward_ll"
+    scorer = make_scorer(config.scorer, engine=FakeEngine(), config=config)
+    pairs = [
+        # (instruction, a, b, expected pick)
+        ("list three fruits", "Three fruits: apple, pear, fig.", "Here is a poem.", 0),
+        ("name two oceans", "Pacific and Atlantic.", "Two oceans: Pacific, Atlantic.", 1),
+        ("explain gravity", "gravity pulls", "gravity explain", 1),
+    ]
+    scores = scorer.score(
+        [p[0] for p in pairs], [[Candidate(p[1]), Candidate(p[2])] for p in pairs]
+    )
+    values = [[s.value for s in row] for row in scores]
+    # Words are whitespace-split and casefolded, so "fruits:" does not match "fruits"; none
+    # of these instruction words occurs in the template itself.
+    # Pair 1 "list three fruits": a's prompt holds "three" -> (-5 - 1 - 5)/3 = -11/3;
+    # b's holds none -> -5. Pair 2 "name two oceans": a holds none -> -5; b holds "two" ->
+    # -11/3. Pair 3 "explain gravity": a holds "gravity" -> -3; b holds both -> -1.
+    assert values[0] == [pytest.approx(-11 / 3), pytest.approx(-5.0)]
+    assert values[1] == [pytest.approx(-5.0), pytest.approx(-11 / 3)]
+    assert values[2] == [pytest.approx(-3.0), pytest.approx(-1.0)]
+    picks = [max(range(2), key=lambda i, row=row: row[i]) for row in values]
+    assert picks == [p[3] for p in pairs]

@@ -1087,7 +1087,17 @@ def test_run_cli_round_trips_hostile_text_and_names_invalid_utf8(
         + b"\n"
     )
     out = tmp_path / "out.jsonl"
-    argv = ["run", str(source), "--n", "7", "--max-tokens", "2032", "--no-cache"]
+    argv = [
+        "run",
+        str(source),
+        "--n",
+        "7",
+        "--max-tokens",
+        "2032",
+        "--no-cache",
+        "--scorer",
+        "flip",
+    ]
     code = call_main([*argv, "--output", str(out)], FakeEngine(hostile_generation))
     assert code == 0
     # Byte 33 of line 2 is the Latin-1 "é" (0xE9) after '{"id": "bad", "instruction": "caf'.

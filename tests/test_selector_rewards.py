@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bestofn import rewards
+from bestofn.config import Config
 from bestofn.engine import GenerationRequest
 from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
 from bestofn.selector import Selector
@@ -22,7 +23,7 @@ def echo_first_words(message: str, index: int, request: GenerationRequest) -> st
 
 def test_selector_picks_the_candidate_that_names_the_instruction() -> None:
     engine = FakeEngine(echo_first_words)
-    selector = Selector(engine)
+    selector = Selector(engine, Config(scorer="flip"))
     selection = selector.select(
         "Describe blue whales",
         ["I like trains a lot", "Describe blue whales: they are huge", "Blue whales are big"],
@@ -37,7 +38,7 @@ def test_selector_picks_the_candidate_that_names_the_instruction() -> None:
 
 
 def test_selector_async_matches_sync() -> None:
-    selector = Selector(FakeEngine(echo_first_words))
+    selector = Selector(FakeEngine(echo_first_words), Config(scorer="flip"))
     candidates = ["Describe blue whales now", "Cats"]
     sync = selector.select("Describe blue whales", candidates)
     result = asyncio.run(selector.aselect("Describe blue whales", candidates))
@@ -95,3 +96,12 @@ def test_bad_prompt_shape_is_a_clear_error() -> None:
         reward([[{"role": "system", "content": "x"}]], ["y"])
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         reward(["a", "b"], ["c"])
+
+
+def test_selector_default_follows_the_config_scorer() -> None:
+    # backward_ll is the default; FakeEngine's log-probs are -1 for a continuation word found
+    # in the prompt, -5 otherwise. The instruction "blue whales" is the continuation: both
+    # words occur in the first candidate's prompt (mean -1), neither in the second's (-5).
+    selection = Selector(FakeEngine()).select("blue whales", ["blue whales everywhere", "trains"])
+    assert selection.index == 0
+    assert [s.value for s in selection.scores] == [pytest.approx(-1.0), pytest.approx(-5.0)]

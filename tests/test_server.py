@@ -63,7 +63,8 @@ def running(
     **limits: Any,
 ) -> Iterator[Running]:
     engine = engine if engine is not None else FakeEngine()
-    config = dataclasses.replace(Config(), server=ServerConfig(**limits))
+    # These tests check FLIP selection through the API, so they name the scorer.
+    config = dataclasses.replace(Config(), scorer="flip", server=ServerConfig(**limits))
     app = create_app(engine, config, api_key=api_key, scorer=scorer)
     with serve_in_thread(app) as url:
         yield Running(url, app, engine)
@@ -694,7 +695,7 @@ def test_server_bench_runs_on_the_fake_engine(
 
 @pytest.mark.engine
 def test_real_engine_chat_completion(real_engine: Any) -> None:
-    app = create_app(real_engine, Config())
+    app = create_app(real_engine, Config(scorer="flip"))
     with serve_in_thread(app) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
         reply = client.chat.completions.create(
