@@ -187,7 +187,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
         subsets = " | ".join(f"{b.get('subsets', {}).get(s, float('nan')):.2f}" for s in SUBSETS)
         lines.append(
-            f"| `{row['variant']}` {VARIANTS[row['variant']][2]} | {cell(a)} | {cell(b)} | {subsets} | "
+            f"| `{row['variant']}` {VARIANTS[row['variant']][2].replace('|', '&#124;')} | {cell(a)} | {cell(b)} | {subsets} | "
             f"{a['unscored']} / {b['unscored']} | {a['length_spearman']:+.2f} / {b['length_spearman']:+.2f} | "
             f"{(row['tokens']) / 1000:.0f} | {row['seconds']:.0f} |"
         )
