@@ -15,7 +15,7 @@ import numpy as np
 
 from bestofn.errors import InputError
 from bestofn.select import select_index
-from bestofn.store import item_id, iter_lines, parse_json_line
+from bestofn.store import item_id, parse_json_line, read_lines
 from bestofn.types import Candidate, Score
 
 FORMATS = ("candidates", "pairwise", "chat")
@@ -202,30 +202,12 @@ def read_rerank_input(path: str | os.PathLike[str], *, fmt: str | None = None) -
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     source = str(path)
-    report = RerankReport(path=source)
-    seen: dict[str, int] = {}
-    for number, text, problem in iter_lines(Path(path)):
-        try:
-            if problem is not None:
-                raise InputError(problem, path=source, line=number)
-            assert text is not None
-            if not text.strip():
-                continue
-            item = parse_item(parse_json_line(source, number, text), source, number, fmt)
-            if item.id in seen:
-                raise InputError(
-                    f"duplicate id {item.id!r} (first on line {seen[item.id]}); ids must be unique",
-                    path=source,
-                    line=number,
-                    field="id",
-                )
-            seen[item.id] = number
-            report.items.append(item)
-        except InputError as exc:
-            report.errors.append(exc)
-    if not report.items and not report.errors:
-        report.errors.append(InputError("holds no items", path=source))
-    return report
+    items, errors = read_lines(
+        Path(path),
+        lambda number, text: parse_item(parse_json_line(source, number, text), source, number, fmt),
+        what="items",
+    )
+    return RerankReport(path=source, items=items, errors=errors)
 
 
 # --- agreement ------------------------------------------------------------------------

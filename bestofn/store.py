@@ -9,10 +9,10 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bestofn.errors import InputError, OutputError
 
@@ -161,37 +161,58 @@ def read_instructions(path: str | os.PathLike[str], *, fmt: str | None = None) -
     """
     source = Path(path)
     fmt = fmt or detect_format(source)
-    report = ReadReport(path=str(source), format=fmt)
+
+    def parse(number: int, text: str) -> InstructionItem:
+        if fmt == "text":
+            return InstructionItem(id=f"line-{number}", instruction=text.strip(), line=number)
+        record = parse_json_line(str(source), number, text)
+        ident = item_id(str(source), number, record)
+        instruction = _instruction(str(source), number, record)
+        extra = {k: v for k, v in record.items() if k not in (*ID_KEYS, *INSTRUCTION_KEYS)}
+        return InstructionItem(ident, instruction, number, extra)
+
+    items, errors = read_lines(source, parse, what="instructions")
+    return ReadReport(path=str(source), items=items, errors=errors, format=fmt)
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+ItemT = TypeVar("ItemT", bound=_HasId)
+
+
+def read_lines(
+    path: Path, parse: Callable[[int, str], ItemT], *, what: str
+) -> tuple[list[ItemT], list[InputError]]:
+    """Parse every non-blank line; a bad line (undecodable, rejected by ``parse``, or a
+    repeated id) becomes an InputError naming it, and the other lines are still read."""
+    items: list[ItemT] = []
+    errors: list[InputError] = []
     seen: dict[str, int] = {}
-    for number, text, problem in iter_lines(source):
+    for number, text, problem in iter_lines(path):
         try:
             if problem is not None:
-                raise InputError(problem, path=str(source), line=number)
+                raise InputError(problem, path=str(path), line=number)
             assert text is not None
             if not text.strip():
                 continue
-            if fmt == "text":
-                item = InstructionItem(id=f"line-{number}", instruction=text.strip(), line=number)
-            else:
-                record = parse_json_line(str(source), number, text)
-                ident = item_id(str(source), number, record)
-                instruction = _instruction(str(source), number, record)
-                extra = {k: v for k, v in record.items() if k not in (*ID_KEYS, *INSTRUCTION_KEYS)}
-                item = InstructionItem(ident, instruction, number, extra)
+            item = parse(number, text)
             if item.id in seen:
                 raise InputError(
                     f"duplicate id {item.id!r} (first on line {seen[item.id]}); ids must be unique",
-                    path=str(source),
+                    path=str(path),
                     line=number,
                     field="id",
                 )
             seen[item.id] = number
-            report.items.append(item)
+            items.append(item)
         except InputError as exc:
-            report.errors.append(exc)
-    if not report.items and not report.errors:
-        report.errors.append(InputError("holds no instructions", path=str(source)))
-    return report
+            errors.append(exc)
+    if not items and not errors:
+        errors.append(InputError(f"holds no {what}", path=str(path)))
+    return items, errors
 
 
 def package_versions() -> dict[str, str]:
