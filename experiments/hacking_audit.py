@@ -52,6 +52,7 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "flip (before: bare response, no penalty)": ("flip", {"template": "templates/flip_plain.txt"}),
     "flip (quoted response)": ("flip", {}),
     "flip (after: quoted + echo penalty 0.5)": ("flip", {"echo_penalty": 0.5}),
+    "backward_ll (the default)": ("backward_ll", {}),
     "judge": ("judge", {}),
     "length": ("length", {}),
 }
