@@ -128,6 +128,20 @@ class FlipConfig:
 
 
 @dataclass(frozen=True)
+class LikelihoodConfig:
+    """The teacher-forced scorers (backward_ll, backward_ll_sum, forward_pmi)."""
+
+    echo_penalty: float = 0.0
+    """backward_ll only: subtracted (in nats per token) times the echo fraction, the share
+    of the instruction's word trigrams copied into the response. Copying the instruction
+    makes it trivially likely; this makes that cost something."""
+    max_response_tokens: int = 1024
+    """Responses are cut to this many tokens before scoring."""
+    max_instruction_tokens: int = 512
+    """Instructions are cut to this many tokens before scoring."""
+
+
+@dataclass(frozen=True)
 class SelectionConfig:
     """How the winner is picked from scores."""
 
@@ -199,6 +213,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
+    likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -252,6 +267,9 @@ _RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
     "flip.reasoning_chars": (">= 0", lambda v: v >= 0),
     "flip.echo_penalty": (">= 0", lambda v: v >= 0),
+    "likelihood.echo_penalty": (">= 0", lambda v: v >= 0),
+    "likelihood.max_response_tokens": (">= 16", lambda v: v >= 16),
+    "likelihood.max_instruction_tokens": (">= 8", lambda v: v >= 8),
     "curve.n_max": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
     "curve.lengths": (
         "a non-empty list of increasing token counts >= 1",

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from bestofn.config import resolve_config_path
 from bestofn.engine import LogprobEngine
 from bestofn.errors import ConfigError
 from bestofn.flip import PLACEHOLDER, load_template
+from bestofn.similarity import echo_fraction
 from bestofn.types import Candidate, Score
 
 NEUTRAL_INSTRUCTION = "Write a response."
@@ -41,9 +42,11 @@ class BackwardLikelihood:
         template: str | None = None,
         max_response_tokens: int = 1024,
         max_instruction_tokens: int = 512,
+        echo_penalty: float = 0.0,
     ) -> None:
         self.engine = _require_logprobs(engine)
         self.reduce = reduce
+        self.echo_penalty = echo_penalty
         self.name = "backward_ll" if reduce == "mean" else "backward_ll_sum"
         if template is None:
             template = load_template(
@@ -73,16 +76,25 @@ class BackwardLikelihood:
             keys.append(row)
         logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
         results = []
-        for row in keys:
+        for instruction, group, row in zip(instructions, candidates, keys, strict=True):
             scores = []
-            for key in row:
+            for candidate, key in zip(group, row, strict=True):
                 values = logprobs[pairs[key]]
                 if not values:
                     scores.append(Score.unscored("empty_instruction: nothing to score"))
                     continue
                 total = sum(values)
                 value = total if self.reduce == "sum" else total / len(values)
-                scores.append(Score(value, details={"tokens": len(values), "logprob_sum": total}))
+                echo = echo_fraction(instruction, candidate.text)
+                details: dict[str, Any] = {
+                    "tokens": len(values),
+                    "logprob_sum": total,
+                    "echo": round(echo, 6),
+                }
+                if self.echo_penalty and echo > 0:
+                    value -= self.echo_penalty * echo * (len(values) if self.reduce == "sum" else 1)
+                    details["flags"] = ["echo_penalised"]
+                scores.append(Score(value, details=details))
             results.append(scores)
         return results
 

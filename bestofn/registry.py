@@ -69,11 +69,22 @@ def make_scorer(
     if name in ("backward_ll", "backward_ll_sum"):
         from bestofn.likelihood import BackwardLikelihood
 
-        return BackwardLikelihood(engine, reduce="mean" if name == "backward_ll" else "sum")
+        lk = config.likelihood
+        return BackwardLikelihood(
+            engine,
+            reduce="mean" if name == "backward_ll" else "sum",
+            max_response_tokens=lk.max_response_tokens,
+            max_instruction_tokens=lk.max_instruction_tokens,
+            echo_penalty=lk.echo_penalty,
+        )
     if name == "forward_pmi":
         from bestofn.likelihood import ForwardPMI
 
-        return ForwardPMI(engine)
+        return ForwardPMI(
+            engine,
+            max_response_tokens=config.likelihood.max_response_tokens,
+            max_instruction_tokens=config.likelihood.max_instruction_tokens,
+        )
     from bestofn.judge import PairwiseJudge, PointwiseJudge
 
     if name == "judge":

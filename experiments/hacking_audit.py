@@ -53,6 +53,7 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "flip (quoted response)": ("flip", {}),
     "flip (after: quoted + echo penalty 0.5)": ("flip", {"echo_penalty": 0.5}),
     "backward_ll (the default)": ("backward_ll", {}),
+    "backward_ll + echo penalty 3": ("backward_ll", {"likelihood": {"echo_penalty": 3.0}}),
     "judge": ("judge", {}),
     "length": ("length", {}),
 }
@@ -61,7 +62,7 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
 def main() -> int:
     from bestofn.cache import ReconstructionCache
     from bestofn.cli import start_engine
-    from bestofn.config import Config, FlipConfig
+    from bestofn.config import Config, FlipConfig, LikelihoodConfig
     from bestofn.registry import make_scorer
     from bestofn.rerank import agreement, read_rerank_input
     from bestofn.types import Candidate
@@ -77,11 +78,21 @@ def main() -> int:
         other = donor.candidates[donor.preferred].text
         for name, text in attacks(item.instruction, honest, other).items():
             pairs.append((name, item.instruction, honest, text))
+    out = HERE / "results"
+    saved = out / "hacking_audit.json"
+    # Rows already measured are kept, so adding a scorer measures only the new row.
+    done: dict[str, dict[str, float]] = json.loads(saved.read_text()) if saved.exists() else {}
     engine, _ = start_engine(Config())
     results: dict[str, dict[str, float]] = {}
     try:
         for label, (scorer_name, overrides) in SCORERS.items():
-            config = Config(flip=replace(FlipConfig(), **overrides))
+            if label in done:
+                continue
+            flip = {k: v for k, v in overrides.items() if k != "likelihood"}
+            config = Config(
+                flip=replace(FlipConfig(), **flip),
+                likelihood=replace(LikelihoodConfig(), **overrides.get("likelihood", {})),
+            )
             scorer = make_scorer(
                 scorer_name, engine=engine, config=config, cache=ReconstructionCache()
             )
@@ -96,7 +107,7 @@ def main() -> int:
             results[label] = {a: sum(v) / len(v) for a, v in rates.items()}
     finally:
         engine.close()
-    out = HERE / "results"
+    results = {label: results.get(label) or done[label] for label in SCORERS}
     out.mkdir(parents=True, exist_ok=True)
     (out / "hacking_audit.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     attack_names = list(next(iter(results.values())))

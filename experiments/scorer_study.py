@@ -45,6 +45,11 @@ SUBSETS = (
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "flip": ("flip", {}, "FLIP as the paper: greedy, JSON {instruction}, word F1, response quoted"),
     "backward_ll": ("backward_ll", {}, "log P(instruction | response), per-token mean"),
+    "backward_ll_echo3": (
+        "backward_ll",
+        {"likelihood": {"echo_penalty": 3.0}},
+        "backward_ll with the echo penalty (3 nats per token x echo fraction)",
+    ),
     "backward_ll_sum": ("backward_ll_sum", {}, "log P(instruction | response), summed"),
     "forward_pmi": (
         "forward_pmi",
@@ -113,11 +118,15 @@ def load(name: str) -> list[Any]:
 def run_variant(
     engine: Any, variant: str, items: list[Any], cache: Any, batch: int = 64
 ) -> dict[str, Any]:
-    from bestofn.config import Config, FlipConfig
+    from bestofn.config import Config, FlipConfig, LikelihoodConfig
     from bestofn.registry import make_scorer
 
     scorer_name, overrides, _ = VARIANTS[variant]
-    config = Config(flip=replace(FlipConfig(), **overrides))
+    flip = {k: v for k, v in overrides.items() if k != "likelihood"}
+    config = Config(
+        flip=replace(FlipConfig(), **flip),
+        likelihood=replace(LikelihoodConfig(), **overrides.get("likelihood", {})),
+    )
     # One cache for the whole study: variants that differ only in how reconstructions are
     # compared (ROUGE-L, max over k) reuse them, so their cost column shows only the extra.
     scorer = make_scorer(scorer_name, engine=engine, config=config, cache=cache)
