@@ -145,3 +145,26 @@ def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
     assert values[2] == [pytest.approx(-3.0), pytest.approx(-1.0)]
     picks = [max(range(2), key=lambda i, row=row: row[i]) for row in values]
     assert picks == [p[3] for p in pairs]
+
+
+def test_backward_echo_penalty_by_hand() -> None:
+    from bestofn.config import LikelihoodConfig, config_from_dict
+
+    engine = FakeEngine()
+    group = [[Candidate("describe blue whales today"), Candidate("whales swim")]]
+    plain = BackwardLikelihood(engine).score(["describe blue whales"], group)[0]
+    # Candidate 0 quotes every instruction word: mean -1; candidate 1 holds "whales":
+    # (-5 - 5 - 1) / 3 = -11/3.
+    assert [s.value for s in plain] == [pytest.approx(-1.0), pytest.approx(-11 / 3)]
+    penalised = BackwardLikelihood(engine, echo_penalty=3.0).score(["describe blue whales"], group)[
+        0
+    ]
+    # Candidate 0 holds the instruction's one trigram (echo 1.0): -1 - 3 * 1 = -4, now below
+    # candidate 1 (echo 0, unchanged).
+    assert penalised[0].value == pytest.approx(-4.0)
+    assert penalised[0].details["flags"] == ["echo_penalised"]
+    assert penalised[1].value == pytest.approx(-11 / 3)
+    config = config_from_dict({"likelihood": {"echo_penalty": 3}})
+    assert config.likelihood == LikelihoodConfig(echo_penalty=3.0)
+    scorer = make_scorer("backward_ll", engine=engine, config=config)
+    assert scorer.score(["describe blue whales"], group)[0][0].value == pytest.approx(-4.0)
