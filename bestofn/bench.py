@@ -14,7 +14,7 @@ from typing import Any
 
 from bestofn.cache import ReconstructionCache
 from bestofn.config import Config
-from bestofn.engine import Engine, GenerationRequest, peak_rss_mib
+from bestofn.engine import Engine, GenerationRequest, metered, peak_rss_mib
 from bestofn.flip import FlipScorer
 from bestofn.judge import PointwiseJudge
 from bestofn.pipeline import BestOfN
@@ -40,33 +40,21 @@ def _timed_scoring(
     candidates: Sequence[Sequence[Candidate]],
     engine: Engine,
 ) -> dict[str, Any]:
-    before = (engine.stats.prompt_tokens, engine.stats.output_tokens)
-    started = time.perf_counter()
-    scores = scorer.score(instructions, candidates)
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": round(seconds, 3),
-        "prompt_tokens": engine.stats.prompt_tokens - before[0],
-        "output_tokens": engine.stats.output_tokens - before[1],
-        "unscored": sum(1 for row in scores for s in row if s.value is None),
-    }
+    with metered(engine) as usage:
+        scores = scorer.score(instructions, candidates)
+    return {**usage, "unscored": sum(1 for row in scores for s in row if s.value is None)}
 
 
 def flip_loop(
     flip: FlipScorer, candidates: Sequence[Sequence[Candidate]], engine: Engine
 ) -> dict[str, Any]:
     """The reference code's way: one engine request per candidate, no batching, no dedup."""
-    before = (engine.stats.prompt_tokens, engine.stats.output_tokens)
-    started = time.perf_counter()
-    for group in candidates:
-        for candidate in group:
-            text = engine.truncate(candidate.text, flip.config.max_response_tokens)
-            engine.generate([flip._request(text)])
-    return {
-        "seconds": round(time.perf_counter() - started, 3),
-        "prompt_tokens": engine.stats.prompt_tokens - before[0],
-        "output_tokens": engine.stats.output_tokens - before[1],
-    }
+    with metered(engine) as usage:
+        for group in candidates:
+            for candidate in group:
+                text = engine.truncate(candidate.text, flip.config.max_response_tokens)
+                engine.generate([flip._request(text)])
+    return dict(usage)
 
 
 def run_point(

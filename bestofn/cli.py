@@ -16,7 +16,7 @@ from typing import Any
 
 from bestofn import __version__
 from bestofn.config import Config, load_config
-from bestofn.engine import Engine
+from bestofn.engine import Engine, metered
 from bestofn.errors import BestOfNError, ConfigError, InputError, OutputError
 from bestofn.store import check_writable, ensure_dir, read_instructions, warn
 
@@ -480,17 +480,16 @@ def rerank_batches(
         prompt_tokens: dict[str, int] = {}
         output_tokens: dict[str, int] = {}
         for name, scorer in scorers.items():
-            before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
-            started = time.perf_counter()
-            if name == "flip" and args.context:
-                contexts = [item.context for item in batch]
-                scores[name] = scorer.score(instructions, candidates, contexts=contexts)  # type: ignore[call-arg]
-            else:
-                scores[name] = scorer.score(instructions, candidates)
-            seconds[name] = round(time.perf_counter() - started, 3)
+            with metered(engine) as usage:
+                if name == "flip" and args.context:
+                    contexts = [item.context for item in batch]
+                    scores[name] = scorer.score(instructions, candidates, contexts=contexts)  # type: ignore[call-arg]
+                else:
+                    scores[name] = scorer.score(instructions, candidates)
+            seconds[name] = usage["seconds"]
             if engine is not None:
-                prompt_tokens[name] = engine.stats.prompt_tokens - before[0]
-                output_tokens[name] = engine.stats.output_tokens - before[1]
+                prompt_tokens[name] = int(usage["prompt_tokens"])
+                output_tokens[name] = int(usage["output_tokens"])
         for index, item in enumerate(batch):
             row = {name: scores[name][index] for name in names}
             results.write(item_record(item, row, config.selection))

@@ -10,7 +10,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -101,6 +101,22 @@ class LogprobEngine(Engine, Protocol):
         """For each (prompt, continuation): the log-probability of every continuation token
         given the prompt and the continuation tokens before it, in one batched call."""
         ...
+
+
+@contextlib.contextmanager
+def metered(engine: Engine | None) -> Iterator[dict[str, float]]:
+    """Measure the block: on exit the yielded dict holds ``seconds`` (3 decimals) and, with
+    an engine, the ``prompt_tokens`` and ``output_tokens`` it processed meanwhile."""
+    before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
+    started = time.perf_counter()
+    usage: dict[str, float] = {}
+    try:
+        yield usage
+    finally:
+        usage["seconds"] = round(time.perf_counter() - started, 3)
+        if engine is not None:
+            usage["prompt_tokens"] = engine.stats.prompt_tokens - before[0]
+            usage["output_tokens"] = engine.stats.output_tokens - before[1]
 
 
 def peak_rss_mib() -> float:

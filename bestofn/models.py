@@ -184,13 +184,18 @@ def ensure_embedded_model(configured_cache: str | None = None) -> tuple[Path, di
     manifest = read_manifest(target)
     if manifest is not None:
         return target, manifest
-    gguf = embedded_gguf_path()
-    with _lock(root / f".{target.name}.lock"):
+    source = {"package": EMBEDDED_PACKAGE, "version": EMBEDDED_PACKAGE_VERSION}
+    return target, _build_once(embedded_gguf_path(), target, source)
+
+
+def _build_once(gguf: Path, target: Path, source: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of ``target``, converting ``gguf`` into it unless a complete build is
+    there; the lock makes concurrent processes build it once."""
+    with _lock(target.parent / f".{target.name}.lock"):
         manifest = read_manifest(target)  # another process may have built it meanwhile
         if manifest is None:
-            source = {"package": EMBEDDED_PACKAGE, "version": EMBEDDED_PACKAGE_VERSION}
             manifest = convert_gguf(gguf, target, source=source)
-    return target, manifest
+    return manifest
 
 
 def resolve_model(
@@ -221,10 +226,5 @@ def resolve_model(
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     root = cache_dir(configured_cache) / "models"
     target = root / f"{path.stem}-{key[:12]}-bf16"
-    built = read_manifest(target)
-    if built is None:
-        with _lock(root / f".{target.name}.lock"):
-            built = read_manifest(target)
-            if built is None:
-                built = convert_gguf(path, target, source={"file": str(path.resolve())})
+    built = read_manifest(target) or _build_once(path, target, {"file": str(path.resolve())})
     return str(target), {"name": path.stem, "embedded": False, "manifest": built}

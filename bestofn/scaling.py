@@ -18,7 +18,7 @@ import numpy as np
 from bestofn.cache import ReconstructionCache
 from bestofn.config import Config, resolve_config_path
 from bestofn.curves import CurvePoint, curve_table
-from bestofn.engine import Engine
+from bestofn.engine import Engine, metered
 from bestofn.errors import ConfigError
 from bestofn.pipeline import BestOfN
 from bestofn.store import InstructionItem, ResultsFile, read_results, warn
@@ -229,16 +229,15 @@ def score_pool(
                 if (name, length) in done:
                     continue
                 warn(f"scoring {name} at {length} tokens")
-                before = (engine.stats.prompt_tokens, engine.stats.output_tokens)
-                started = time.perf_counter()
-                scores = scorer.score(pool.instructions, candidates)
+                with metered(engine) as usage:
+                    scores = scorer.score(pool.instructions, candidates)
                 record = {
                     "type": "scores",
                     "scorer": name,
                     "length": length,
-                    "seconds": round(time.perf_counter() - started, 3),
-                    "prompt_tokens": engine.stats.prompt_tokens - before[0],
-                    "output_tokens": engine.stats.output_tokens - before[1],
+                    "seconds": usage["seconds"],
+                    "prompt_tokens": int(usage["prompt_tokens"]),
+                    "output_tokens": int(usage["output_tokens"]),
                     "scores": [[s.value for s in row] for row in scores],
                     "unscored": sum(1 for row in scores for s in row if s.value is None),
                 }
