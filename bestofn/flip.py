@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,7 +235,7 @@ class FlipScorer:
         self.template_sha = hashlib.sha256(template.encode("utf-8")).hexdigest()
         self.cache = cache if cache is not None else ReconstructionCache()
         self.last_stats = ScoringStats()
-        self._similarity = rouge_l_f1 if self.config.similarity == "rouge_l" else word_f1
+        self._similarity: Callable[[str, str], float] = _similarity_function(self.config.similarity)
         # unit key -> (context, response) for units that carry chat context
         self._parts: dict[str, tuple[str | None, str]] = {}
 
@@ -347,6 +347,18 @@ class FlipScorer:
                     if context:
                         self._parts[unit] = (context, shown[c.text])
         replies = self.reconstruct(sorted(units))
+        warm = getattr(self._similarity, "warm", None)
+        if warm is not None:
+            # Embed every distinct text once, in batches, before the pairwise comparisons.
+            texts = list(instructions)
+            for completions in replies.values():
+                for reply, finish in completions:
+                    parsed = parse_reply(
+                        reply, reply_format=self.config.reply_format, finish_reason=finish
+                    )
+                    if parsed.instruction is not None:
+                        texts.append(parsed.instruction)
+            warm(texts)
         results: list[list[Score]] = []
         for instruction, context, group in zip(instructions, contexts, candidates, strict=True):
             row: list[Score] = []
@@ -399,6 +411,16 @@ class FlipScorer:
             value -= self.config.echo_penalty * echo
             details["flags"] = [*details.get("flags", []), "echo_penalised"]
         return Score(value, spread=spread, details=details)
+
+
+def _similarity_function(name: str) -> Callable[[str, str], float]:
+    if name == "rouge_l":
+        return rouge_l_f1
+    if name == "embedding":
+        from bestofn.embedding import shared_embedding_similarity
+
+        return shared_embedding_similarity()
+    return word_f1
 
 
 def _unit(context: str | None, response: str) -> str:

@@ -65,6 +65,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"similarity": "rouge_l"},
         "same reconstructions, ROUGE-L instead of word F1",
     ),
+    "flip_embed": (
+        "flip",
+        {"similarity": "embedding"},
+        "same reconstructions, cosine of all-MiniLM-L6-v2 embeddings instead of word F1",
+    ),
     "flip_text": (
         "flip",
         {"reply_format": "text", "template": "templates/flip_text.txt"},
