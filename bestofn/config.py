@@ -130,7 +130,7 @@ class FlipConfig:
 
 @dataclass(frozen=True)
 class LikelihoodConfig:
-    """The teacher-forced scorers (backward_ll, backward_ll_sum, forward_pmi)."""
+    """The teacher-forced scorers (backward_ll, backward_ll_sum, forward_pmi, pmi_matched)."""
 
     echo_penalty: float = 0.0
     """backward_ll only: subtracted (in nats per token) times the echo fraction, the share
@@ -298,6 +298,7 @@ SCORERS = (
     "backward_ll",
     "backward_ll_sum",
     "forward_pmi",
+    "pmi_matched",
 )
 """Every scorer name (bestofn.registry builds them)."""
 

@@ -100,16 +100,31 @@ class BackwardLikelihood:
 
 
 class ForwardPMI:
-    """Per-token pointwise mutual information of the response with its instruction:
-    mean log P(response | instruction) - mean log P(response | a neutral instruction).
-    High when the instruction explains the response beyond what any request would."""
+    """Pointwise mutual information of the response with its instruction, token by token:
+    log P(token | instruction) - log P(token | a neutral instruction), both teacher-forced.
+    High when the instruction explains the response beyond what any request would.
 
-    name = "forward_pmi"
+    ``window="all"`` (``forward_pmi``): the mean over every token of the response. The
+    first tokens carry most of the instruction's information, so this mean falls as a
+    response grows: it prefers short answers (the scorer study measures how much).
+
+    ``window="matched"`` (``pmi_matched``): every candidate of one instruction is read over
+    the same number of tokens, the shortest candidate's, and scored by the mean PMI over
+    that window. Candidates are compared on equal footing whatever their lengths; the
+    scores are comparable within a group of candidates, not across instructions.
+    """
 
     def __init__(
-        self, engine: object, *, max_response_tokens: int = 1024, max_instruction_tokens: int = 512
+        self,
+        engine: object,
+        *,
+        window: Literal["all", "matched"] = "all",
+        max_response_tokens: int = 1024,
+        max_instruction_tokens: int = 512,
     ) -> None:
         self.engine = _require_logprobs(engine)
+        self.window = window
+        self.name = "forward_pmi" if window == "all" else "pmi_matched"
         self.max_response_tokens = max_response_tokens
         self.max_instruction_tokens = max_instruction_tokens
 
@@ -143,14 +158,28 @@ class ForwardPMI:
         logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
         results = []
         for row in keys:
+            pmis = [
+                None
+                if entry is None
+                else [
+                    a - b
+                    for a, b in zip(
+                        logprobs[pairs[entry[0]]], logprobs[pairs[entry[1]]], strict=True
+                    )
+                ]
+                for entry in row
+            ]
+            lengths = [len(p) for p in pmis if p]
+            window = min(lengths) if self.window == "matched" and lengths else None
             scores = []
-            for entry in row:
-                if entry is None:
+            for pmi in pmis:
+                if not pmi:
                     scores.append(Score.unscored("empty_response: nothing to score"))
                     continue
-                with_instruction = logprobs[pairs[entry[0]]]
-                without = logprobs[pairs[entry[1]]]
-                value = statistics.fmean(with_instruction) - statistics.fmean(without)
-                scores.append(Score(value, details={"tokens": len(with_instruction)}))
+                shown = pmi[:window] if window else pmi
+                details: dict[str, Any] = {"tokens": len(pmi)}
+                if window:
+                    details["window"] = window
+                scores.append(Score(statistics.fmean(shown), details=details))
             results.append(scores)
         return results

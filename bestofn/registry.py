@@ -18,10 +18,11 @@ SCORER_NAMES = SCORERS
 both orders (win rate); length: longer wins; random: seeded chance; oracle: IFEval
 verifiable constraints (needs instruction_id_list and kwargs in the input);
 backward_ll / backward_ll_sum: teacher-forced log P(instruction | response), per token or
-summed; forward_pmi: per-token PMI of the response with its instruction."""
+summed; forward_pmi: per-token PMI of the response with its instruction; pmi_matched: the
+same PMI over a window of equal length for every candidate of an instruction."""
 
 ENGINE_SCORERS = frozenset(
-    {"flip", "judge", "pairwise", "backward_ll", "backward_ll_sum", "forward_pmi"}
+    {"flip", "judge", "pairwise", "backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"}
 )
 
 
@@ -77,11 +78,12 @@ def make_scorer(
             max_instruction_tokens=lk.max_instruction_tokens,
             echo_penalty=lk.echo_penalty,
         )
-    if name == "forward_pmi":
+    if name in ("forward_pmi", "pmi_matched"):
         from bestofn.likelihood import ForwardPMI
 
         return ForwardPMI(
             engine,
+            window="all" if name == "forward_pmi" else "matched",
             max_response_tokens=config.likelihood.max_response_tokens,
             max_instruction_tokens=config.likelihood.max_instruction_tokens,
         )

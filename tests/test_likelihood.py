@@ -43,10 +43,62 @@ def test_forward_pmi_by_hand_and_empty_response() -> None:
     assert len(engine.logprob_calls) == 1 and len(engine.logprob_calls[0]) == 4
 
 
+def test_pmi_matched_reads_every_candidate_over_the_shortest_length() -> None:
+    engine = FakeEngine()
+    instruction = "describe blue whales"
+    group = [
+        Candidate("blue whales are large animals"),
+        Candidate("the blue sea"),
+        Candidate("whales blue"),
+        Candidate(""),
+    ]
+    # Per-token PMI (instruction prompt vs "Write a response."): an instruction word scores
+    # -1 - (-5) = 4, any other word -5 - (-5) = 0. So the candidates' PMI lists are
+    # [4, 4, 0, 0, 0], [0, 4, 0] and [4, 4]; the empty one has none.
+    everything = ForwardPMI(engine).score([instruction], [group])[0]
+    # forward_pmi: means over all tokens, 8/5, 4/3 and 4: the short one wins outright.
+    assert [s.value for s in everything[:3]] == [
+        pytest.approx(1.6),
+        pytest.approx(4 / 3),
+        pytest.approx(4.0),
+    ]
+    matched = ForwardPMI(engine, window="matched").score([instruction], [group])[0]
+    # pmi_matched: the window is the shortest non-empty candidate's 2 tokens, so the first
+    # candidate reads [4, 4] -> 4 (a tie with the short one), the second [0, 4] -> 2.
+    assert [s.value for s in matched[:3]] == [
+        pytest.approx(4.0),
+        pytest.approx(2.0),
+        pytest.approx(4.0),
+    ]
+    assert [s.details["window"] for s in matched[:3]] == [2, 2, 2]
+    assert [s.details["tokens"] for s in matched[:3]] == [5, 3, 2]
+    assert matched[3].value is None and "empty_response" in (matched[3].unscored_reason or "")
+
+
+def test_pmi_matched_windows_are_per_instruction() -> None:
+    engine = FakeEngine()
+    scores = ForwardPMI(engine, window="matched").score(
+        ["blue whales", "fast trains"],
+        [
+            [Candidate("blue whales swim"), Candidate("blue")],
+            [Candidate("trains are fast today"), Candidate("fast trains run")],
+        ],
+    )
+    # Group 1 window 1: [4] and [4] -> 4, 4. Group 2 window 3 (not 1 from group 1):
+    # "trains are fast" -> [4, 0, 4] -> 8/3; "fast trains run" -> [4, 4, 0] -> 8/3.
+    assert [s.details["window"] for row in scores for s in row] == [1, 1, 3, 3]
+    assert [s.value for s in scores[1]] == [pytest.approx(8 / 3), pytest.approx(8 / 3)]
+    # A lone candidate is read over its whole length: the same as forward_pmi.
+    alone = ForwardPMI(engine, window="matched").score(["blue whales"], [[Candidate("blue x")]])
+    assert alone[0][0].value == pytest.approx(2.0)
+
+
 def test_registry_builds_likelihood_scorers() -> None:
     engine = FakeEngine()
     assert make_scorer("backward_ll_sum", engine=engine, config=Config()).name == "backward_ll_sum"
     assert make_scorer("forward_pmi", engine=engine, config=Config()).name == "forward_pmi"
+    matched = make_scorer("pmi_matched", engine=engine, config=Config())
+    assert isinstance(matched, ForwardPMI) and matched.window == "matched"
 
 
 def test_engine_without_logprobs_is_refused() -> None:
