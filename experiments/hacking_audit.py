@@ -52,8 +52,9 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "flip (before: bare response, no penalty)": ("flip", {"template": "templates/flip_plain.txt"}),
     "flip (quoted response)": ("flip", {}),
     "flip (after: quoted + echo penalty 0.5)": ("flip", {"echo_penalty": 0.5}),
-    "backward_ll (the default)": ("backward_ll", {}),
+    "backward_ll": ("backward_ll", {}),
     "backward_ll + echo penalty 3": ("backward_ll", {"likelihood": {"echo_penalty": 3.0}}),
+    "pmi_matched": ("pmi_matched", {}),
     "judge": ("judge", {}),
     "length": ("length", {}),
 }
@@ -118,8 +119,10 @@ def main() -> int:
         "| scorer | " + " | ".join(attack_names) + " |",
         "|---|" + "---|" * len(attack_names),
     ]
+    default = Config().scorer
     for label, rates in results.items():
-        lines.append(f"| {label} | " + " | ".join(f"{rates[a]:.2f}" for a in attack_names) + " |")
+        shown = f"{label} (the default)" if label == default else label
+        lines.append(f"| {shown} | " + " | ".join(f"{rates[a]:.2f}" for a in attack_names) + " |")
     text = "\n".join(lines) + "\n"
     (out / "hacking_audit.md").write_text(text, encoding="utf-8")
     print(text)
