@@ -132,6 +132,10 @@ class FlipConfig:
 class LikelihoodConfig:
     """The teacher-forced scorers (backward_ll, backward_ll_sum, forward_pmi, pmi_matched)."""
 
+    template: str = "templates/backward.txt"
+    """backward_ll / backward_ll_sum: the user message that shows the response (its
+    ``{response}`` placeholder); the real instruction is scored as the assistant's reply.
+    Relative paths are looked up beside the config file, then among the shipped configs."""
     echo_penalty: float = 0.0
     """backward_ll only: subtracted (in nats per token) times the echo fraction, the share
     of the instruction's word trigrams copied into the response. Copying the instruction

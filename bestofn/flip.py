@@ -66,21 +66,22 @@ class ParsedReply:
     error: str | None = None
 
 
-def load_template(path: str | Path) -> str:
-    """Read a reconstruction template and check it holds ``{response}`` exactly once."""
+def load_template(path: str | Path, field: str = "flip.template") -> str:
+    """Read a template that shows a response and check it holds ``{response}`` exactly once;
+    errors name the config ``field`` it came from."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"flip.template {path} cannot be read: {exc}") from None
-    check_template(text, str(path))
+        raise ConfigError(f"{field} {path} cannot be read: {exc}") from None
+    check_template(text, str(path), field)
     return text
 
 
-def check_template(text: str, name: str = "template") -> None:
+def check_template(text: str, name: str = "template", field: str = "flip.template") -> None:
     count = text.count(PLACEHOLDER)
     if count != 1:
         raise ConfigError(
-            f"flip.template must contain {PLACEHOLDER} exactly once, got {count} in {name}; "
+            f"{field} must contain {PLACEHOLDER} exactly once, got {count} in {name}; "
             "the response is inserted there"
         )
 

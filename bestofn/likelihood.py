@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from bestofn.config import resolve_config_path
+from bestofn.config import LikelihoodConfig, resolve_config_path
 from bestofn.engine import LogprobEngine
 from bestofn.errors import ConfigError
 from bestofn.flip import PLACEHOLDER, load_template
@@ -50,7 +50,8 @@ class BackwardLikelihood:
         self.name = "backward_ll" if reduce == "mean" else "backward_ll_sum"
         if template is None:
             template = load_template(
-                resolve_config_path("templates/backward.txt", None, "backward.template")
+                resolve_config_path(LikelihoodConfig.template, None, "likelihood.template"),
+                "likelihood.template",
             )
         self.template = template
         self.max_response_tokens = max_response_tokens

@@ -68,12 +68,18 @@ def make_scorer(
 
         return FlipScorer(engine, config.flip, config_source=config.source, cache=cache)
     if name in ("backward_ll", "backward_ll_sum"):
+        from bestofn.config import resolve_config_path
+        from bestofn.flip import load_template
         from bestofn.likelihood import BackwardLikelihood
 
         lk = config.likelihood
         return BackwardLikelihood(
             engine,
             reduce="mean" if name == "backward_ll" else "sum",
+            template=load_template(
+                resolve_config_path(lk.template, config.source, "likelihood.template"),
+                "likelihood.template",
+            ),
             max_response_tokens=lk.max_response_tokens,
             max_instruction_tokens=lk.max_instruction_tokens,
             echo_penalty=lk.echo_penalty,

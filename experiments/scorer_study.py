@@ -58,6 +58,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         "backward_ll with the echo penalty (3 nats per token x echo fraction)",
     ),
     "backward_ll_sum": ("backward_ll_sum", {}, "log P(instruction | response), summed"),
+    "backward_ll_fewshot": (
+        "backward_ll",
+        {"likelihood": {"template": "templates/backward_fewshot.txt"}},
+        "backward_ll with three worked reply -> message examples before the response",
+    ),
     "forward_pmi": (
         "forward_pmi",
         {},

@@ -220,3 +220,24 @@ def test_backward_echo_penalty_by_hand() -> None:
     assert config.likelihood == LikelihoodConfig(echo_penalty=3.0)
     scorer = make_scorer("backward_ll", engine=engine, config=config)
     assert scorer.score(["describe blue whales"], group)[0][0].value == pytest.approx(-4.0)
+
+
+def test_likelihood_template_comes_from_the_config(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from bestofn.config import load_config
+
+    folder = Path(str(tmp_path))
+    (folder / "mine.txt").write_text("Reply seen: {response}\nWho asked?", encoding="utf-8")
+    (folder / "c.yaml").write_text("likelihood:\n  template: mine.txt\n", encoding="utf-8")
+    engine = FakeEngine()
+    scorer = make_scorer("backward_ll", engine=engine, config=load_config(folder / "c.yaml"))
+    scorer.score(["say hi"], [[Candidate("hi there")]])
+    prompt, continuation = engine.logprob_calls[0][0]
+    # Found beside the config file, the response put in the placeholder, the instruction
+    # scored after it.
+    assert "Reply seen: hi there\nWho asked?" in prompt and continuation == "say hi"
+    (folder / "bad.txt").write_text("no placeholder here", encoding="utf-8")
+    (folder / "c.yaml").write_text("likelihood:\n  template: bad.txt\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"likelihood\.template must contain \{response\}"):
+        make_scorer("backward_ll", engine=engine, config=load_config(folder / "c.yaml"))

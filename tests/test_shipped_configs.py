@@ -24,6 +24,9 @@ def test_gpu_yaml_is_valid_and_points_at_a_local_model() -> None:
 
 
 def test_shipped_flip_templates_have_one_placeholder() -> None:
-    for path in (CONFIGS / "templates").glob("flip*.txt"):
+    for path in [
+        *(CONFIGS / "templates").glob("flip*.txt"),
+        *(CONFIGS / "templates").glob("backward*.txt"),
+    ]:
         text = load_template(path)
         assert text.count("{response}") == 1, path
