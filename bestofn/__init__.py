@@ -22,7 +22,9 @@ from bestofn.errors import (
     OutputError,
 )
 from bestofn.flip import FlipScorer, parse_reply
+from bestofn.likelihood import BackwardLikelihood, ForwardPMI
 from bestofn.pipeline import BestOfN
+from bestofn.registry import SCORER_NAMES, make_scorer
 from bestofn.scorers import LengthScorer, RandomScorer, Scorer
 from bestofn.select import select_index
 from bestofn.selector import Selector
@@ -32,6 +34,8 @@ from bestofn.types import Candidate, Score, Selection
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCORER_NAMES",
+    "BackwardLikelihood",
     "BestOfN",
     "BestOfNError",
     "Candidate",
@@ -43,6 +47,7 @@ __all__ = [
     "EngineError",
     "FlipConfig",
     "FlipScorer",
+    "ForwardPMI",
     "GenerationConfig",
     "GenerationRequest",
     "InputError",
@@ -58,6 +63,7 @@ __all__ = [
     "Selector",
     "__version__",
     "load_config",
+    "make_scorer",
     "parse_reply",
     "select_index",
     "word_f1",

@@ -137,9 +137,10 @@ class LikelihoodConfig:
     ``{response}`` placeholder); the real instruction is scored as the assistant's reply.
     Relative paths are looked up beside the config file, then among the shipped configs."""
     echo_penalty: float = 0.0
-    """backward_ll only: subtracted (in nats per token) times the echo fraction, the share
-    of the instruction's word trigrams copied into the response. Copying the instruction
-    makes it trivially likely; this makes that cost something."""
+    """Subtracted (in nats per token) times the echo fraction, the share of the
+    instruction's word trigrams copied into the response. Copying the instruction makes it
+    trivially likely (backward_ll) and makes the copied tokens likely after it (PMI); this
+    makes that cost something."""
     max_response_tokens: int = 1024
     """Responses are cut to this many tokens before scoring."""
     max_instruction_tokens: int = 512

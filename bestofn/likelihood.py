@@ -122,9 +122,11 @@ class ForwardPMI:
         window: Literal["all", "matched"] = "all",
         max_response_tokens: int = 1024,
         max_instruction_tokens: int = 512,
+        echo_penalty: float = 0.0,
     ) -> None:
         self.engine = _require_logprobs(engine)
         self.window = window
+        self.echo_penalty = echo_penalty
         self.name = "forward_pmi" if window == "all" else "pmi_matched"
         self.max_response_tokens = max_response_tokens
         self.max_instruction_tokens = max_instruction_tokens
@@ -158,7 +160,7 @@ class ForwardPMI:
             keys.append(row)
         logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
         results = []
-        for row in keys:
+        for instruction, group, row in zip(instructions, candidates, keys, strict=True):
             pmis = [
                 None
                 if entry is None
@@ -173,14 +175,18 @@ class ForwardPMI:
             lengths = [len(p) for p in pmis if p]
             window = min(lengths) if self.window == "matched" and lengths else None
             scores = []
-            for pmi in pmis:
+            for candidate, pmi in zip(group, pmis, strict=True):
                 if not pmi:
                     scores.append(Score.unscored("empty_response: nothing to score"))
                     continue
-                shown = pmi[:window] if window else pmi
-                details: dict[str, Any] = {"tokens": len(pmi)}
+                value = statistics.fmean(pmi[:window] if window else pmi)
+                echo = echo_fraction(instruction, candidate.text)
+                details: dict[str, Any] = {"tokens": len(pmi), "echo": round(echo, 6)}
                 if window:
                     details["window"] = window
-                scores.append(Score(statistics.fmean(shown), details=details))
+                if self.echo_penalty and echo > 0:
+                    value -= self.echo_penalty * echo
+                    details["flags"] = ["echo_penalised"]
+                scores.append(Score(value, details=details))
             results.append(scores)
         return results

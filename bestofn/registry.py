@@ -92,6 +92,7 @@ def make_scorer(
             window="all" if name == "forward_pmi" else "matched",
             max_response_tokens=config.likelihood.max_response_tokens,
             max_instruction_tokens=config.likelihood.max_instruction_tokens,
+            echo_penalty=config.likelihood.echo_penalty,
         )
     from bestofn.judge import PairwiseJudge, PointwiseJudge
 

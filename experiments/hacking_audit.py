@@ -55,6 +55,7 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
     "backward_ll": ("backward_ll", {}),
     "backward_ll + echo penalty 3": ("backward_ll", {"likelihood": {"echo_penalty": 3.0}}),
     "pmi_matched": ("pmi_matched", {}),
+    "pmi_matched + echo penalty 3": ("pmi_matched", {"likelihood": {"echo_penalty": 3.0}}),
     "judge": ("judge", {}),
     "length": ("length", {}),
 }

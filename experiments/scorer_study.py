@@ -73,6 +73,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
         {},
         "the same PMI, mean over the first T tokens of each candidate, T = the shortest one's",
     ),
+    "pmi_matched_echo3": (
+        "pmi_matched",
+        {"likelihood": {"echo_penalty": 3.0}},
+        "pmi_matched with the echo penalty (3 nats per token x echo fraction)",
+    ),
     "judge": ("judge", {}, "same-model judge, pointwise 1-10"),
     "pairwise": ("pairwise", {}, "same-model judge, pairwise, both orders"),
     "length": ("length", {}, "longer wins"),

@@ -252,3 +252,28 @@ def test_likelihood_template_comes_from_the_config(tmp_path: object) -> None:
     (folder / "c.yaml").write_text("likelihood:\n  template: bad.txt\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"likelihood\.template must contain \{response\}"):
         make_scorer("backward_ll", engine=engine, config=load_config(folder / "c.yaml"))
+
+
+def test_pmi_matched_echo_penalty_by_hand() -> None:
+    from dataclasses import replace
+
+    from bestofn.config import LikelihoodConfig
+
+    instruction = "describe blue whales today"
+    group = [[Candidate("describe blue whales today please"), Candidate("Whales are big.")]]
+    # PMI lists: [4, 4, 4, 4, 0] and [4, 0, 0] ("whales" casefolded matches); window 3 ->
+    # means 4 and 4/3. The first copies both of the instruction's word trigrams (echo 1.0),
+    # the second none (echo 0).
+    plain = make_scorer("pmi_matched", engine=FakeEngine(), config=Config()).score(
+        [instruction], group
+    )[0]
+    assert [s.value for s in plain] == [pytest.approx(4.0), pytest.approx(4 / 3)]
+    assert [s.details["echo"] for s in plain] == [1.0, 0.0]
+    config = Config(likelihood=replace(LikelihoodConfig(), echo_penalty=3.0))
+    penalised = make_scorer("pmi_matched", engine=FakeEngine(), config=config).score(
+        [instruction], group
+    )[0]
+    # 4 - 3 x 1.0 = 1 now loses to the untouched 4/3.
+    assert [s.value for s in penalised] == [pytest.approx(1.0), pytest.approx(4 / 3)]
+    assert penalised[0].details["flags"] == ["echo_penalised"]
+    assert "flags" not in penalised[1].details
