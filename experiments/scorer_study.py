@@ -321,12 +321,13 @@ def main() -> int:
         rows.append(row)
     (out_dir / "scorer_study.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     text = (
-        f"Model: {base.model or 'SmolLM2-135M-Instruct (embedded, bf16)'} on vLLM "
+        f"Model: {base.model or 'SmolLM2-135M-Instruct (embedded, bf16)'} on "
         f"{engine_version()}, {os.cpu_count()} CPU cores. "
         "Agreement with labels, ties count as half; [95 % bootstrap CI]. LLMBar subset columns "
         "are agreement rates. Tokens: prompt + output over both sets; variants that only "
-        "re-compare stored reconstructions (flip_rouge, flip_embed, *_max) show only their extra "
-        "cost. Picks longer: share of decided pairs where the pick is the longer response "
+        "re-compare reconstructions already made in the same process (flip_rouge, *_max: run "
+        "with flip) show only their extra cost; flip_embed, run in a later process, includes "
+        "making its reconstructions again. Picks longer: share of decided pairs where the pick is the longer response "
         "(the preferred one is longer in 0.745 of pairs_dev and 0.269 of LLMBar). Held out: "
         "pairs 201-400 of pairs_dev, run only for the leading variants and baselines after "
         "the choice was made on the dev sets.\n\n" + table(rows)
