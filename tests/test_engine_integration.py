@@ -146,11 +146,20 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
         assert len(record["candidates"]) == 2
         assert record["selected_index"] in (0, 1)
         assert record["scorer"] == "pmi_matched"  # the default selecting scorer
+        lengths = []
         for candidate in record["candidates"]:
             assert 1 <= candidate["num_tokens"] <= 24
-            # A mean log-probability per instruction token: negative, finite.
-            assert candidate["score"] is not None and -50.0 < candidate["score"] < 0.0
-            assert candidate["tokens"] == real_engine.count_tokens(record["instruction"])
+            if not candidate["text"].strip():
+                assert candidate["score"] is None  # nothing to read: unscored, not 0
+                continue
+            # A mean PMI per response token (a difference of log-probabilities): finite.
+            assert candidate["score"] is not None and -50.0 < candidate["score"] < 50.0
+            assert candidate["tokens"] == real_engine.count_tokens(candidate["text"])
+            lengths.append(candidate["tokens"])
+        # Every candidate of the instruction is read over the shortest one's tokens.
+        assert all(
+            c["window"] == min(lengths) for c in record["candidates"] if c["score"] is not None
+        )
         scored = [c for c in record["candidates"] if c["score"] is not None]
         if scored:
             best = max(c["score"] for c in scored)
