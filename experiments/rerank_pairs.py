@@ -22,6 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "pairs_dev.jsonl"
 LABELS = {
+    "pmi_matched": "pmi_matched (the default): PMI over a matched window",
+    "backward_ll": "backward_ll: log P(instruction | response)",
     "flip": "FLIP (word F1, greedy, k=1)",
     "judge": "same-model judge, pointwise 1-10",
     "pairwise": "same-model judge, pairwise (both orders)",
@@ -60,7 +62,9 @@ def main() -> int:
     )
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--limit", type=int, default=200, help="first K pairs (default 200)")
-    parser.add_argument("--scorer", default="flip,judge,pairwise,length,random")
+    parser.add_argument(
+        "--scorer", default="pmi_matched,backward_ll,flip,judge,pairwise,length,random"
+    )
     parser.add_argument("--config", default=None)
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
