@@ -424,7 +424,8 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
                 raise
             owned = True
             results.write({"type": "engine", "model": model})
-        rerank_batches(args, config, names, todo, engine, results)
+        if todo:
+            rerank_batches(args, config, names, todo, engine, results)
     except KeyboardInterrupt:
         results.close()
         warn(f"interrupted; finished items are in {args.output}; rerun with --resume")

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "pairs_dev.jsonl"
 LABELS = {
     "pmi_matched": "pmi_matched (the default): PMI over a matched window",
-    "backward_ll": "backward_ll: log P(instruction | response)",
+    "backward_ll": "backward_ll: log P(instruction given response)",
     "flip": "FLIP (word F1, greedy, k=1)",
     "judge": "same-model judge, pointwise 1-10",
     "pairwise": "same-model judge, pairwise (both orders)",

@@ -379,3 +379,41 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path: Path) -> None
     assert sorted(final, key=lambda r: r["id"]) == sorted(
         _comparable(read_jsonl(clean)), key=lambda r: r["id"]
     )
+
+
+def test_resume_of_a_finished_rerank_needs_no_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rerunning a finished rerank with --resume rewrites the summary without starting an
+    engine (none is passed here, so starting one or building an engine scorer would fail)."""
+    source = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "id": "p1",
+                "instruction": "name blue whales",
+                "response_a": "blue whales",
+                "response_b": "trains",
+                "preferred": "a",
+            },
+            {
+                "id": "p2",
+                "instruction": "name fast trains",
+                "response_a": "whales",
+                "response_b": "fast trains run",
+                "preferred": "b",
+            },
+        ],
+    )
+    out = tmp_path / "out.jsonl"
+    argv = ["rerank", str(source), "--scorer", "pmi_matched,length", "--output", str(out)]
+    assert main([*argv, "--no-cache"], engine=FakeEngine()) == 0
+    before = out.read_bytes()
+    summary = tmp_path / "s.json"
+    capsys.readouterr()
+    assert main([*argv, "--no-cache", "--resume", "--summary", str(summary)]) == 0
+    assert "2 of 2 items already" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    # The summary comes from the stored records: pmi_matched picks the instruction's words
+    # in both pairs (PMI 4 per instruction word, 0 otherwise), so it agrees on both.
+    assert json.loads(summary.read_text())["scorers"]["pmi_matched"]["agreement"] == 1.0
