@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bestofn import __version__
-from bestofn.config import Config, load_config
+from bestofn.config import SCORERS, Config, load_config
 from bestofn.engine import Engine, metered
 from bestofn.errors import BestOfNError, ConfigError, InputError, OutputError
 from bestofn.store import check_writable, ensure_dir, read_instructions, warn
+
+RERANK_SCORERS = f"{Config.scorer},flip,judge,length,random"
+"""What ``rerank`` compares unless told: the default selector, the paper's FLIP, the
+same-model judge and the two baselines."""
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens", type=int, help="token cap per candidate (generation.max_tokens)"
     )
     run.add_argument("--seed", type=int, help="run seed (generation.seed)")
-    run.add_argument("--scorer", help="the selecting scorer (config key scorer; default: flip)")
+    run.add_argument(
+        "--scorer",
+        help=f"the selecting scorer, one of {', '.join(SCORERS)} (config key scorer; "
+        f"default: {Config.scorer}; flip is the paper's method)",
+    )
     run.add_argument(
         "--output",
         default="results.jsonl",
@@ -75,9 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(rerank)
     rerank.add_argument(
         "--scorer",
-        default="flip,judge,length,random",
-        help="comma-separated scorers: flip, judge, pairwise, length, random, oracle "
-        "(default: flip,judge,length,random)",
+        default=RERANK_SCORERS,
+        help=f"comma-separated scorers, any of {', '.join(SCORERS)} (default: {RERANK_SCORERS})",
     )
     rerank.add_argument(
         "--output",
