@@ -214,7 +214,13 @@ def score_pool(
     )
     store.close()
     _, records = read_results(path)
-    done = {(r["scorer"], r["length"]): r for r in records if r.get("type") == "scores"}
+    # A record counts only if it was scored with the settings its scorer uses now, so a
+    # changed likelihood setting or seed rescores instead of reusing stale scores.
+    done = {
+        (r["scorer"], r["length"]): r
+        for r in records
+        if r.get("type") == "scores" and r.get("settings") == scorer_settings(r["scorer"], config)
+    }
     oracle_records = dict(zip(pool.instructions, pool.records, strict=True))
     scorers = {
         name: make_scorer(
@@ -235,6 +241,7 @@ def score_pool(
                     "type": "scores",
                     "scorer": name,
                     "length": length,
+                    "settings": scorer_settings(name, config),
                     "seconds": usage["seconds"],
                     "prompt_tokens": int(usage["prompt_tokens"]),
                     "output_tokens": int(usage["output_tokens"]),
@@ -245,6 +252,18 @@ def score_pool(
                 handle.flush()
                 done[(name, length)] = record
     return done
+
+
+def scorer_settings(name: str, config: Config) -> dict[str, Any]:
+    """The config values a scorer's scores depend on (beyond the model and the pool)."""
+    values = json.loads(json.dumps(config.to_dict()))  # as stored: tuples become lists
+    if name == "flip":
+        return {"flip": values["flip"]}
+    if name in ("backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"):
+        return {"likelihood": values["likelihood"]}
+    if name == "random":
+        return {"seed": config.generation.seed}
+    return {}
 
 
 def curve_rows(

@@ -135,6 +135,29 @@ def test_curve_resumes_without_regenerating(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "curve.csv").read_text() == first
 
 
+def test_curve_rescores_a_scorer_whose_settings_changed(tmp_path: Path) -> None:
+    config = write_setup(tmp_path)
+    config.write_text(config.read_text().replace("[length, random]", "[backward_ll, random]"))
+    assert main(["curve", str(config), "--no-cache"], engine=FakeEngine(respond)) == 0
+    same = FakeEngine(respond)
+    assert main(["curve", str(config), "--no-cache"], engine=same) == 0
+    assert same.logprob_calls == []  # same settings: the stored scores are reused
+    config.write_text(config.read_text() + "likelihood:\n  echo_penalty: 2.0\n")
+    changed = FakeEngine(respond)
+    assert main(["curve", str(config), "--no-cache"], engine=changed) == 0
+    # backward_ll depends on likelihood.echo_penalty: rescored at both lengths (2 calls);
+    # random does not, and the pool is not regenerated.
+    assert len(changed.logprob_calls) == 2
+    assert changed.calls == []
+    stored = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()
+        if '"scores"' in line
+    ]
+    fresh = [r for r in stored if r["scorer"] == "backward_ll"][-2:]
+    assert [r["settings"]["likelihood"]["echo_penalty"] for r in fresh] == [2.0, 2.0]
+
+
 def test_curve_config_errors_before_engine(tmp_path: Path, capsys: Any) -> None:
     config = write_setup(tmp_path)
     text = config.read_text().replace("[length, random]", "[lenght]")
