@@ -3,7 +3,8 @@
     .venv/bin/python experiments/scaling_curve.py                 # configs/curve_ifeval.yaml
     .venv/bin/python experiments/scaling_curve.py --config my.yaml
 
-The same as `bestofn curve configs/curve_ifeval.yaml` (resumable: rerun to continue),
+The same as `bestofn curve configs/curve_ifeval.yaml --no-cache` (resumable: rerun to
+continue; no reconstruction cache, so the scoring times are measured, not reused),
 then a markdown summary of the headline numbers in <output_dir>/headline.md.
 """
 
@@ -31,7 +32,8 @@ def main() -> int:
 
     config = load_config(args.config)
     started = time.perf_counter()
-    code = bestofn_main(["curve", args.config])
+    # No reconstruction cache: the scoring seconds in the results are measured, not reused.
+    code = bestofn_main(["curve", args.config, "--no-cache"])
     if code:
         return code
     wall_s = time.perf_counter() - started
