@@ -55,24 +55,30 @@ class EmbeddingSimilarity:
         self._lock = threading.Lock()
 
     def warm(self, texts: Iterable[str]) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         torch = self._torch
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            batch = self.tokenizer(
-                chunk, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
-            )
-            with self._lock, torch.inference_mode():
-                hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            for text, vector in zip(chunk, vectors, strict=True):
-                self._vectors[text] = vector
+        with self._lock:  # one model, one memo: callers on several threads take turns
+            todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start : start + self.batch_size]
+                batch = self.tokenizer(
+                    chunk,
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_TOKENS,
+                    return_tensors="pt",
+                )
+                with torch.inference_mode():
+                    hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                for text, vector in zip(chunk, vectors, strict=True):
+                    self._vectors[text] = vector
 
     def __call__(self, a: str, b: str) -> float:
         self.warm([a, b])
-        cosine = float(self._vectors[a] @ self._vectors[b])
+        with self._lock:
+            cosine = float(self._vectors[a] @ self._vectors[b])
         # Rounding can push a self-similarity a hair past 1.
         return max(-1.0, min(1.0, cosine))
 
