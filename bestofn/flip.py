@@ -347,24 +347,24 @@ class FlipScorer:
                     units.add(unit)
                     if context:
                         self._parts[unit] = (context, shown[c.text])
-        replies = self.reconstruct(sorted(units))
+        fmt = self.config.reply_format
+        # Each distinct reply is parsed once, however many candidates share its response.
+        parsed = {
+            unit: [
+                parse_reply(reply, reply_format=fmt, finish_reason=finish) for reply, finish in got
+            ]
+            for unit, got in self.reconstruct(sorted(units)).items()
+        }
         warm = getattr(self._similarity, "warm", None)
         if warm is not None:
             # Embed every distinct text once, in batches, before the pairwise comparisons.
-            texts = list(instructions)
-            for completions in replies.values():
-                for reply, finish in completions:
-                    parsed = parse_reply(
-                        reply, reply_format=self.config.reply_format, finish_reason=finish
-                    )
-                    if parsed.instruction is not None:
-                        texts.append(parsed.instruction)
-            warm(texts)
+            inferred = (p.instruction for got in parsed.values() for p in got)
+            warm([*instructions, *(text for text in inferred if text is not None)])
         results: list[list[Score]] = []
         for instruction, context, group in zip(instructions, contexts, candidates, strict=True):
             row: list[Score] = []
             for candidate in group:
-                row.append(self._score_one(instruction, candidate.text, context, shown, replies))
+                row.append(self._score_one(instruction, candidate.text, context, shown, parsed))
             results.append(row)
         stats.truncated_responses = sum(1 for t, s in shown.items() if s != t)
         return results
@@ -375,7 +375,7 @@ class FlipScorer:
         text: str,
         context: str | None,
         shown: dict[str, str],
-        replies: dict[str, list[tuple[str, str | None]]],
+        parsed: dict[str, list[ParsedReply]],
     ) -> Score:
         if not text.strip():
             # Nothing to reconstruct from: the response answers nothing, a genuine 0.
@@ -385,15 +385,14 @@ class FlipScorer:
         inferred: list[str | None] = []
         f1s: list[float] = []
         errors: list[str] = []
-        for reply, finish in replies[_unit(context, seen)]:
+        for reply in parsed[_unit(context, seen)]:
             self.last_stats.replies += 1
-            parsed = parse_reply(reply, reply_format=self.config.reply_format, finish_reason=finish)
-            inferred.append(parsed.instruction)
-            if parsed.instruction is None:
-                errors.append(parsed.error or "unparseable")
+            inferred.append(reply.instruction)
+            if reply.instruction is None:
+                errors.append(reply.error or "unparseable")
                 self.last_stats.unparsed += 1
             else:
-                f1s.append(self._similarity(parsed.instruction, instruction))
+                f1s.append(self._similarity(reply.instruction, instruction))
         echo = echo_fraction(instruction, text)
         details: dict[str, Any] = {
             "inferred_instructions": inferred,
