@@ -21,9 +21,10 @@ backward_ll / backward_ll_sum: teacher-forced log P(instruction | response), per
 summed; forward_pmi: per-token PMI of the response with its instruction; pmi_matched: the
 same PMI over a window of equal length for every candidate of an instruction."""
 
-ENGINE_SCORERS = frozenset(
-    {"flip", "judge", "pairwise", "backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"}
-)
+LIKELIHOOD_SCORERS = frozenset({"backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"})
+"""The teacher-forced scorers: the ``likelihood`` config section sets them."""
+
+ENGINE_SCORERS = frozenset({"flip", "judge", "pairwise"}) | LIKELIHOOD_SCORERS
 
 
 def parse_scorer_names(text: str) -> list[str]:

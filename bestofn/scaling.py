@@ -256,10 +256,12 @@ def score_pool(
 
 def scorer_settings(name: str, config: Config) -> dict[str, Any]:
     """The config values a scorer's scores depend on (beyond the model and the pool)."""
+    from bestofn.registry import LIKELIHOOD_SCORERS
+
     values = json.loads(json.dumps(config.to_dict()))  # as stored: tuples become lists
     if name == "flip":
         return {"flip": values["flip"]}
-    if name in ("backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"):
+    if name in LIKELIHOOD_SCORERS:
         return {"likelihood": values["likelihood"]}
     if name == "random":
         return {"seed": config.generation.seed}
