@@ -126,6 +126,39 @@ def tear(path: Path, fragment: str) -> int:
     return len(fragment.encode("utf-8"))
 
 
+def kill_tear_resume(
+    command: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    kill_after: int,
+    total: int,
+    torn_tail: str,
+) -> tuple[Path, Path, list[dict[str, Any]], FakeEngine]:
+    """Run ``command`` once uninterrupted (clean.jsonl); run it again in a slow subprocess
+    (killed.jsonl), SIGKILL it once ``kill_after`` results are durable, append a torn half
+    line, then resume it in-process and check the torn line was reported and dropped.
+
+    Returns the clean and killed paths, the results present before the resume and the
+    engine the resume used."""
+    clean = tmp_path / "clean.jsonl"
+    assert call_main([*command, "--output", str(clean)], FakeEngine()) == 0
+
+    killed = tmp_path / "killed.jsonl"
+    log = tmp_path / "killed.err"
+    process = slow_cli([*command, "--output", str(killed)], 0.25, tmp_path, log)
+    kill_when(process, lambda: len(of_type(complete_records(killed), "result")) >= kill_after, log)
+    partial = of_type(complete_records(killed), "result")
+    assert kill_after <= len(partial) < total, "the kill must land mid-run"
+    torn = tear(killed, torn_tail)
+
+    capsys.readouterr()
+    engine = FakeEngine()
+    assert call_main([*command, "--output", str(killed), "--resume"], engine) == 0
+    assert f"dropped a torn last line ({torn} bytes)" in capsys.readouterr().err
+    return clean, killed, partial, engine
+
+
 def by_id(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["id"])
 
@@ -152,21 +185,14 @@ def test_run_sigkill_then_resume_equals_uninterrupted(
         "generation:\n  n: 3\n  max_tokens: 40\n  batch_instructions: 2\n", encoding="utf-8"
     )
     common = ["run", str(source), "--config", str(config), "--no-cache"]
-    clean = tmp_path / "clean.jsonl"
-    assert call_main([*common, "--output", str(clean)], FakeEngine()) == 0
-
-    killed = tmp_path / "killed.jsonl"
-    log = tmp_path / "killed.err"
-    process = slow_cli([*common, "--output", str(killed)], 0.25, tmp_path, log)
-    kill_when(process, lambda: len(of_type(complete_records(killed), "result")) >= kill_after, log)
-    partial = of_type(complete_records(killed), "result")
-    assert kill_after <= len(partial) < len(RUN_ITEMS), "the kill must land mid-run"
-    torn = tear(killed, '{"type": "result", "id": "r9", "instruction": "Desc')
-
-    capsys.readouterr()
-    engine = FakeEngine()
-    assert call_main([*common, "--output", str(killed), "--resume"], engine) == 0
-    assert f"dropped a torn last line ({torn} bytes)" in capsys.readouterr().err
+    clean, killed, partial, engine = kill_tear_resume(
+        common,
+        tmp_path,
+        capsys,
+        kill_after=kill_after,
+        total=len(RUN_ITEMS),
+        torn_tail='{"type": "result", "id": "r9", "instruction": "Desc',
+    )
     # Only the instructions missing from the partial file were generated again.
     done = {r["id"] for r in partial}
     missing = {item["instruction"] for item in RUN_ITEMS if item["id"] not in done}
@@ -206,21 +232,14 @@ def test_rerank_sigkill_then_resume_equals_uninterrupted(
     source = write_jsonl(tmp_path / "pairs.jsonl", rows)
     common = ["rerank", str(source), "--scorer", "flip,length,random", "--batch-items", "2"]
     common += ["--no-cache"]
-    clean = tmp_path / "clean.jsonl"
-    assert call_main([*common, "--output", str(clean)], FakeEngine()) == 0
-
-    killed = tmp_path / "killed.jsonl"
-    log = tmp_path / "killed.err"
-    process = slow_cli([*common, "--output", str(killed)], 0.25, tmp_path, log)
-    kill_when(process, lambda: len(of_type(complete_records(killed), "result")) >= kill_after, log)
-    partial = of_type(complete_records(killed), "result")
-    assert kill_after <= len(partial) < len(rows), "the kill must land mid-run"
-    torn = tear(killed, '{"type": "result", "id": "p11", "format": "pairw')
-
-    capsys.readouterr()
-    engine = FakeEngine()
-    assert call_main([*common, "--output", str(killed), "--resume"], engine) == 0
-    assert f"dropped a torn last line ({torn} bytes)" in capsys.readouterr().err
+    clean, killed, partial, engine = kill_tear_resume(
+        common,
+        tmp_path,
+        capsys,
+        kill_after=kill_after,
+        total=len(rows),
+        torn_tail='{"type": "result", "id": "p11", "format": "pairw',
+    )
     # FLIP reconstructed exactly the responses of the items the partial file lacked.
     done = {r["id"] for r in partial}
     missing = {
