@@ -3,37 +3,43 @@
 The whole public surface is re-exported here; module layout is private.
 """
 
-from bestofn.cache import ReconstructionCache
 from bestofn.config import (
     Config,
     EngineConfig,
     FlipConfig,
     GenerationConfig,
+    JudgeConfig,
+    LikelihoodConfig,
     SelectionConfig,
     load_config,
 )
-from bestofn.engine import Completion, Engine, GenerationRequest
+from bestofn.engines import open_engine
+from bestofn.engines.base import Completion, Engine, GenerationRequest
+from bestofn.engines.fake import FakeEngine
 from bestofn.errors import (
     BestOfNError,
     ConfigError,
     EngineError,
     InputError,
+    ItemError,
     ModelError,
     OutputError,
 )
-from bestofn.flip import FlipScorer, parse_reply
-from bestofn.likelihood import BackwardLikelihood, ForwardPMI
-from bestofn.pipeline import BestOfN
-from bestofn.registry import SCORER_NAMES, make_scorer
-from bestofn.scorers import LengthScorer, RandomScorer, Scorer
-from bestofn.select import select_index
-from bestofn.selector import Selector
-from bestofn.similarity import word_f1
-from bestofn.types import Candidate, Score, Selection
+from bestofn.pipeline import BestOfN, RunStats, Selector, Task
+from bestofn.scorers import SCORER_NAMES, SCORERS, LengthScorer, RandomScorer, Scorer, make_scorer
+from bestofn.scorers.cache import ReconstructionCache
+from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.judge import PairwiseJudge, PointwiseJudge
+from bestofn.scorers.likelihood import BackwardLikelihood, ForwardPMI
+from bestofn.scorers.replies import parse_reply
+from bestofn.scorers.similarity import word_f1
+from bestofn.selection import select_index
+from bestofn.values import Candidate, Failure, Score, Selection
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCORERS",
     "SCORER_NAMES",
     "BackwardLikelihood",
     "BestOfN",
@@ -45,25 +51,35 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineError",
+    "Failure",
+    "FakeEngine",
     "FlipConfig",
     "FlipScorer",
     "ForwardPMI",
     "GenerationConfig",
     "GenerationRequest",
     "InputError",
+    "ItemError",
+    "JudgeConfig",
     "LengthScorer",
+    "LikelihoodConfig",
     "ModelError",
     "OutputError",
+    "PairwiseJudge",
+    "PointwiseJudge",
     "RandomScorer",
     "ReconstructionCache",
+    "RunStats",
     "Score",
     "Scorer",
     "Selection",
     "SelectionConfig",
     "Selector",
+    "Task",
     "__version__",
     "load_config",
     "make_scorer",
+    "open_engine",
     "parse_reply",
     "select_index",
     "word_f1",

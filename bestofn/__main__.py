@@ -1,5 +1,5 @@
 import sys
 
-from bestofn.cli import main
+from bestofn.commands import main
 
 sys.exit(main())

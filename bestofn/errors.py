@@ -5,6 +5,7 @@
     ├── InputError    an input file or line is malformed (file, line, field, rule, value)
     ├── ModelError    the model path is missing or the embedded model cannot be built
     ├── EngineError   the engine failed to start, ran out of memory, or a call failed
+    ├── ItemError     one item cannot be processed (too long for the model...); the rest go on
     └── OutputError   an output path cannot be written, or belongs to another run
 
 Anything else that escapes is a bug.
@@ -50,6 +51,15 @@ class ModelError(BestOfNError):
 
 class EngineError(BestOfNError):
     """The inference engine failed."""
+
+
+class ItemError(BestOfNError):
+    """One item cannot be processed; the items beside it go on without it."""
+
+    def __init__(self, message: str, *, code: str = "item_error", param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.param = param
 
 
 class OutputError(BestOfNError):

@@ -1,21 +1,24 @@
-"""BestOfN: generate N candidates per instruction, score them, select one.
+"""BestOfN: the one generate -> score -> select path, and Selector, its thread-safe face for
+applications. The CLI, the server, curves, the bench and the RL reward all call it.
 
-Generation is one batched engine call per batch of instructions; scoring is one more.
+Generation is one batched engine call per batch of items; scoring is one more.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bestofn.config import Config
-from bestofn.engine import Engine, GenerationRequest, Message
-from bestofn.scorers import Scorer
+from bestofn.engines.base import Completion, Engine, GenerationRequest, Message, metered
+from bestofn.errors import ItemError
+from bestofn.scorers.base import Scorer
 from bestofn.seeding import derive_seed
-from bestofn.select import make_selection
-from bestofn.types import Candidate, Score, Selection
+from bestofn.selection import make_selection
+from bestofn.values import Candidate, Failure, Score, Selection
 
 
 @dataclass
@@ -26,11 +29,15 @@ class RunStats:
     candidates: int = 0
     unscored: int = 0
     fallbacks: int = 0
+    failed: int = 0
+    """Items that failed alone (see Selection.failure) while the rest went on."""
     generation_s: float = 0.0
     scoring_s: float = 0.0
     generated_tokens: int = 0
     scoring_prompt_tokens: int = 0
     scoring_output_tokens: int = 0
+    prompt_tokens: dict[int, int] = field(default_factory=dict)
+    """Generation prompt tokens of each task, by its position in the call."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, other: RunStats) -> None:
@@ -39,6 +46,7 @@ class RunStats:
             "candidates",
             "unscored",
             "fallbacks",
+            "failed",
             "generation_s",
             "scoring_s",
             "generated_tokens",
@@ -48,22 +56,81 @@ class RunStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-class BestOfN:
-    """Best-of-N selection on an engine and a scorer the caller passes in.
+@dataclass(frozen=True)
+class Task:
+    """One item of work: an instruction to sample candidates for, or (``candidates`` given)
+    candidates made elsewhere to score. Unset sampling fields take the config's values."""
 
-    >>> from bestofn.testing import FakeEngine
-    >>> from bestofn.flip import FlipScorer
-    >>> engine = FakeEngine()
-    >>> best = BestOfN(engine, FlipScorer(engine))
+    instruction: str
+    """What the scorers compare candidates with."""
+    id: str | None = None
+    messages: Sequence[Message] | None = None
+    """The chat the model continues; None: the config's system prompt, then the
+    instruction as the user turn."""
+    candidates: Sequence[Candidate] | None = None
+    context: str | None = None
+    """Earlier chat turns, shown to scorers that take them (FLIP's reconstructor)."""
+    n: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    """None: derived from the run seed and ``id``."""
+
+
+def candidates_from(completions: Sequence[Completion]) -> list[Candidate]:
+    """An engine's completions as candidates (token counts and ids kept)."""
+    return [
+        Candidate(
+            text=c.text,
+            num_tokens=len(c.token_ids),
+            finish_reason=c.finish_reason,
+            token_ids=c.token_ids,
+        )
+        for c in completions
+    ]
+
+
+class BestOfN:
+    """Best-of-N selection on an engine the caller passes in.
+
+    ``scorer`` None builds the config's selecting scorer (``config.scorer``) on first use.
+
+    >>> from bestofn.engines.fake import FakeEngine
+    >>> from bestofn.config import Config
+    >>> best = BestOfN(FakeEngine(), config=Config(scorer="flip"))
     >>> [s.index for s in best.select(["Name a colour."])]
     [0]
     """
 
-    def __init__(self, engine: Engine, scorer: Scorer, config: Config | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        scorer: Scorer | None = None,
+        config: Config | None = None,
+        *,
+        cache: Any = None,
+        progress: str | None = "generate",
+    ) -> None:
         self.engine = engine
-        self.scorer = scorer
         self.config = config or Config()
+        self._scorer = scorer
+        self._cache = cache
+        self.progress = progress
+        """The name of generation's progress bar; None shows none (the server)."""
         self.last_stats = RunStats()
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            from bestofn.scorers import make_scorer
+
+            self._scorer = make_scorer(
+                self.config.scorer, engine=self.engine, config=self.config, cache=self._cache
+            )
+        return self._scorer
+
+    # --- generation ------------------------------------------------------------------
 
     def messages(self, instruction: str) -> list[Message]:
         system = self.config.generation.system_prompt
@@ -73,39 +140,182 @@ class BestOfN:
     def seed_for(self, item_id: str) -> int:
         return derive_seed(self.config.generation.seed, item_id)
 
-    def requests_for(
+    def request_for(self, task: Task) -> GenerationRequest:
+        """The sampling request of one task; an ItemError if this task alone cannot run
+        (its chat template rejects the messages, or it does not fit the context)."""
+        return self._prepare(task)[0]
+
+    def _prepare(self, task: Task) -> tuple[GenerationRequest, int]:
+        gen = self.config.generation
+        messages = list(task.messages) if task.messages is not None else None
+        try:
+            prompt = self.engine.chat_prompt(messages or self.messages(task.instruction))
+        except Exception as exc:  # e.g. a template that demands alternating roles
+            raise ItemError(
+                f"the model's chat template rejected these messages: {exc}",
+                code="chat_template",
+                param="messages",
+            ) from exc
+        max_tokens = gen.max_tokens if task.max_tokens is None else task.max_tokens
+        tokens = self.engine.count_tokens(prompt)
+        context = getattr(self.engine, "max_model_len", None)
+        if isinstance(context, int) and tokens + max_tokens > context:
+            raise ItemError(
+                f"the chat is {tokens} tokens and max_tokens is {max_tokens}: together more "
+                f"than the model's context of {context} tokens; shorten the input or lower "
+                "max_tokens",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        seed = task.seed
+        if seed is None:
+            seed = self.seed_for(task.id if task.id is not None else task.instruction)
+        request = GenerationRequest(
+            prompt=prompt,
+            n=gen.n if task.n is None else task.n,
+            max_tokens=max_tokens,
+            temperature=gen.temperature if task.temperature is None else task.temperature,
+            top_p=gen.top_p if task.top_p is None else task.top_p,
+            seed=seed,
+        )
+        return request, tokens
+
+    def generate(
         self,
         instructions: Sequence[str],
-        ids: Sequence[str],
+        ids: Sequence[str] | None = None,
         *,
         n: int | None = None,
         max_tokens: int | None = None,
-    ) -> list[GenerationRequest]:
-        """One sampling request per instruction (n candidates each, seeded by its id)."""
-        gen = self.config.generation
-        return [
-            GenerationRequest(
-                prompt=self.engine.chat_prompt(self.messages(instruction)),
-                n=gen.n if n is None else n,
-                max_tokens=gen.max_tokens if max_tokens is None else max_tokens,
-                temperature=gen.temperature,
-                top_p=gen.top_p,
-                seed=self.seed_for(item_id),
-            )
-            for instruction, item_id in zip(instructions, ids, strict=True)
+    ) -> list[list[Candidate]]:
+        """N candidates per instruction, all in one batched engine call (no scoring)."""
+        ids = self._ids(instructions, ids)
+        tasks = [
+            Task(text, id=item_id, n=n, max_tokens=max_tokens)
+            for text, item_id in zip(instructions, ids, strict=True)
         ]
+        pools, failures = self._generate(tasks, RunStats())
+        if failures:
+            raise next(iter(failures.values()))
+        return [pools[i] for i in range(len(tasks))]
 
-    def generate(self, instructions: Sequence[str], ids: Sequence[str]) -> list[list[Candidate]]:
-        """N candidates per instruction, all in one batched engine call."""
-        requests = self.requests_for(instructions, ids)
-        outputs = self.engine.generate(requests, progress="generate")
-        return [
+    def _generate(
+        self, tasks: Sequence[Task], stats: RunStats
+    ) -> tuple[dict[int, list[Candidate]], dict[int, ItemError]]:
+        requests: dict[int, GenerationRequest] = {}
+        failures: dict[int, ItemError] = {}
+        for i, task in enumerate(tasks):
+            if task.candidates is not None:
+                continue
+            try:
+                requests[i], stats.prompt_tokens[i] = self._prepare(task)
+            except ItemError as exc:
+                failures[i] = exc
+        pools = {i: list(t.candidates) for i, t in enumerate(tasks) if t.candidates is not None}
+        if requests:
+            with metered(self.engine) as usage:
+                outputs = self.engine.generate(list(requests.values()), progress=self.progress)
+            stats.generation_s += usage["seconds"]
+            stats.generated_tokens += int(usage["output_tokens"])
+            for i, completions in zip(requests, outputs, strict=True):
+                pools[i] = candidates_from(completions)
+        return pools, failures
+
+    # --- scoring and selection -------------------------------------------------------
+
+    def score(
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[Candidate]],
+        *,
+        contexts: Sequence[str | None] | None = None,
+    ) -> list[list[Score]]:
+        """Every candidate's score, in one batched scorer call; timings in ``last_stats``."""
+        stats = self.last_stats = RunStats(instructions=len(instructions))
+        return self._score(instructions, candidates, contexts, stats)
+
+    def _score(
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[Candidate]],
+        contexts: Sequence[str | None] | None,
+        stats: RunStats,
+    ) -> list[list[Score]]:
+        scorer = self.scorer
+        if not instructions:
+            return []
+        with metered(self.engine) as usage:
+            if contexts is not None and any(contexts) and getattr(scorer, "accepts_context", False):
+                scores = scorer.score(instructions, candidates, contexts=contexts)  # type: ignore[call-arg]
+            else:
+                scores = scorer.score(instructions, candidates)
+        stats.scoring_s += usage["seconds"]
+        stats.scoring_prompt_tokens += int(usage.get("prompt_tokens", 0))
+        stats.scoring_output_tokens += int(usage.get("output_tokens", 0))
+        stats.candidates += sum(len(g) for g in candidates)
+        return scores
+
+    def score_and_select(
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[Candidate]],
+        *,
+        ids: Sequence[str] | None = None,
+        contexts: Sequence[str | None] | None = None,
+    ) -> list[Selection]:
+        """Score candidates made elsewhere and select one per instruction (rerank, Selector)."""
+        item_ids: list[str | None] = list(ids) if ids is not None else [None] * len(instructions)
+        contexts = list(contexts) if contexts is not None else [None] * len(instructions)
+        return self.run_tasks(
             [
-                Candidate(text=c.text, num_tokens=len(c.token_ids), finish_reason=c.finish_reason)
-                for c in completions
+                Task(text, id=item_id, candidates=group, context=context)
+                for text, group, item_id, context in zip(
+                    instructions, candidates, item_ids, contexts, strict=True
+                )
             ]
-            for completions in outputs
-        ]
+        )
+
+    def run_tasks(self, tasks: Sequence[Task]) -> list[Selection]:
+        """The one path: generate for the tasks without candidates (one engine call), score
+        every task's candidates (one scorer call), select. A task that fails alone gets a
+        Selection with ``failure`` set; the others go on."""
+        stats = self.last_stats = RunStats(instructions=len(tasks))
+        pools, failures = self._generate(tasks, stats)
+        live = [i for i in range(len(tasks)) if i in pools]
+        contexts = [tasks[i].context for i in live]
+        scores = self._score(
+            [tasks[i].instruction for i in live],
+            [pools[i] for i in live],
+            contexts if any(contexts) else None,
+            stats,
+        )
+        rows = dict(zip(live, scores, strict=True))
+        selections: list[Selection] = []
+        for i, task in enumerate(tasks):
+            seed = None
+            if task.candidates is None:
+                seed = task.seed
+                if seed is None:
+                    seed = self.seed_for(task.id if task.id is not None else task.instruction)
+            if i in failures:
+                exc = failures[i]
+                failure = Failure(str(exc), code=exc.code, param=exc.param)
+                selections.append(
+                    Selection(
+                        task.instruction, [], [], None, id=task.id, seed=seed, failure=failure
+                    )
+                )
+                continue
+            selection = make_selection(
+                task.instruction, pools[i], rows[i], self.config.selection, id=task.id
+            )
+            selections.append(
+                replace(selection, seed=seed, prompt_tokens=stats.prompt_tokens.get(i))
+            )
+        stats.unscored = sum(s.unscored for s in selections)
+        stats.fallbacks = sum(1 for s in selections if s.fallback)
+        stats.failed = len(failures)
+        return selections
 
     def select(
         self,
@@ -116,31 +326,10 @@ class BestOfN:
         """Generate, score and select for every instruction; one Selection each."""
         if isinstance(instructions, str):
             instructions = [instructions]
-        ids = list(ids) if ids is not None else [f"item-{i}" for i in range(len(instructions))]
-        if len(ids) != len(instructions):
-            raise ValueError(f"got {len(instructions)} instructions but {len(ids)} ids")
-        stats = RunStats(instructions=len(instructions))
-        started = time.perf_counter()
-        before = self.engine.stats.output_tokens
-        candidates = self.generate(instructions, ids)
-        stats.generation_s = time.perf_counter() - started
-        stats.generated_tokens = self.engine.stats.output_tokens - before
-        started = time.perf_counter()
-        before_prompt = self.engine.stats.prompt_tokens
-        before_output = self.engine.stats.output_tokens
-        scores = self.scorer.score(instructions, candidates)
-        stats.scoring_s = time.perf_counter() - started
-        stats.scoring_prompt_tokens = self.engine.stats.prompt_tokens - before_prompt
-        stats.scoring_output_tokens = self.engine.stats.output_tokens - before_output
-        selections = [
-            make_selection(text, group, row, self.config.selection, id=item_id)
-            for text, group, row, item_id in zip(instructions, candidates, scores, ids, strict=True)
-        ]
-        stats.candidates = sum(len(g) for g in candidates)
-        stats.unscored = sum(s.unscored for s in selections)
-        stats.fallbacks = sum(1 for s in selections if s.fallback)
-        self.last_stats = stats
-        return selections
+        ids = self._ids(instructions, ids)
+        return self.run_tasks(
+            [Task(text, id=item_id) for text, item_id in zip(instructions, ids, strict=True)]
+        )
 
     def run(
         self,
@@ -160,36 +349,59 @@ class BestOfN:
                 on_batch(selections, self.last_stats)
         return total
 
-
-def candidate_record(index: int, candidate: Candidate, score: Score) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "index": index,
-        "text": candidate.text,
-        "num_tokens": candidate.num_tokens,
-        "finish_reason": candidate.finish_reason,
-        "score": score.value,
-        "unscored_reason": score.unscored_reason,
-    }
-    if score.spread is not None:
-        record["spread"] = score.spread
-    record.update(score.details)
-    return record
+    @staticmethod
+    def _ids(instructions: Sequence[str], ids: Sequence[str] | None) -> list[str]:
+        if ids is None:
+            return [f"item-{i}" for i in range(len(instructions))]
+        if len(ids) != len(instructions):
+            raise ValueError(f"got {len(instructions)} instructions but {len(ids)} ids")
+        return list(ids)
 
 
-def selection_record(selection: Selection, *, scorer: str, seed: int | None) -> dict[str, Any]:
-    """The results-file record of one instruction."""
-    return {
-        "type": "result",
-        "id": selection.id,
-        "instruction": selection.instruction,
-        "scorer": scorer,
-        "seed": seed,
-        "selected_index": selection.index,
-        "selected_text": selection.text,
-        "fallback": selection.fallback,
-        "unscored": selection.unscored,
-        "candidates": [
-            candidate_record(i, c, s)
-            for i, (c, s) in enumerate(zip(selection.candidates, selection.scores, strict=True))
-        ],
-    }
+def as_candidates(candidates: Sequence[str | Candidate]) -> list[Candidate]:
+    return [c if isinstance(c, Candidate) else Candidate(text=c) for c in candidates]
+
+
+class Selector:
+    """Best-of-N inside an application, on candidates it already has: scores them with the
+    config's scorer (or the one given) and picks the best.
+
+    Thread-safe (one lock around the engine) with an async variant for event loops.
+
+    >>> from bestofn.config import Config
+    >>> from bestofn.engines.fake import FakeEngine
+    >>> selector = Selector(FakeEngine(), Config(scorer="flip"))
+    >>> selector.select("Name a colour.", ["Name a colour: blue.", "I like trains."]).index
+    0
+    """
+
+    def __init__(
+        self, engine: Engine, config: Config | None = None, *, scorer: Scorer | None = None
+    ) -> None:
+        self.best = BestOfN(engine, scorer, config)
+        self.scorer = self.best.scorer  # built now: a bad scorer fails here, not mid-request
+        # vLLM's LLM object is not safe to call from two threads at once.
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        return self.best.engine
+
+    @property
+    def config(self) -> Config:
+        return self.best.config
+
+    def select_many(
+        self, instructions: Sequence[str], candidates: Sequence[Sequence[str | Candidate]]
+    ) -> list[Selection]:
+        """One batched scoring call for every instruction's candidates."""
+        groups = [as_candidates(group) for group in candidates]
+        with self._lock:
+            return self.best.score_and_select(list(instructions), groups)
+
+    def select(self, instruction: str, candidates: Sequence[str | Candidate]) -> Selection:
+        return self.select_many([instruction], [candidates])[0]
+
+    async def aselect(self, instruction: str, candidates: Sequence[str | Candidate]) -> Selection:
+        """``select`` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.select, instruction, candidates)

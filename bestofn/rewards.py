@@ -4,14 +4,18 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from bestofn.config import Config
-from bestofn.engine import Engine
-from bestofn.flip import FlipScorer
-from bestofn.types import Candidate
+from bestofn.engines import open_engine
+from bestofn.engines.base import Engine
+from bestofn.pipeline import BestOfN
+from bestofn.scorers.flip import FlipScorer
+from bestofn.values import Candidate
 
 
 def prompt_instruction(prompt: Any) -> str:
@@ -55,6 +59,7 @@ class FlipReward:
     ) -> None:
         self.config = config or Config()
         self.scorer = FlipScorer(engine, self.config.flip, config_source=self.config.source)
+        self._best = BestOfN(engine, self.scorer, self.config)
         self.unscored_value = unscored_value
         self.last_unscored = 0
         # TRL logs each reward under its function's __name__.
@@ -67,7 +72,7 @@ class FlipReward:
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
         instructions = [prompt_instruction(p) for p in prompts]
         groups = [[Candidate(completion_text(c))] for c in completions]
-        scores = self.scorer.score(instructions, groups)
+        scores = self._best.score(instructions, groups)
         self.last_unscored = sum(1 for row in scores if row[0].value is None)
         return [
             self.unscored_value if row[0].value is None else float(row[0].value) for row in scores
@@ -98,10 +103,11 @@ def flip_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: An
     global _default
     with _default_lock:
         if _default is None:
-            from bestofn.cli import start_engine
-
             config = Config()
-            engine, _ = start_engine(config)
+            # One engine for the life of the process, closed when it exits.
+            stack = contextlib.ExitStack()
+            engine = stack.enter_context(open_engine(config))
+            atexit.register(stack.close)
             _default = FlipReward(engine, config)
         reward = _default
     return reward(prompts, completions, **kwargs)

@@ -25,8 +25,8 @@ def main() -> int:
     parser.add_argument("--config", default=None)
     args = parser.parse_args()
 
-    from bestofn.bench import markdown
-    from bestofn.cli import main as bestofn_main
+    from bestofn.commands import main as bestofn_main
+    from bestofn.commands.bench import markdown
 
     out = HERE / "results" / ("bench_quick.json" if args.quick else "bench.json")
     argv = ["bench", "--output", str(out)] + (["--quick"] if args.quick else [])

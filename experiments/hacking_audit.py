@@ -62,12 +62,13 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def main() -> int:
-    from bestofn.cache import ReconstructionCache
-    from bestofn.cli import start_engine
+    from bestofn.analysis.agreement import agreement
+    from bestofn.commands import start_engine
     from bestofn.config import Config, FlipConfig, LikelihoodConfig
-    from bestofn.registry import make_scorer
-    from bestofn.rerank import agreement, read_rerank_input
-    from bestofn.types import Candidate
+    from bestofn.inputs import read_rerank_input
+    from bestofn.scorers import make_scorer
+    from bestofn.scorers.cache import ReconstructionCache
+    from bestofn.values import Candidate
 
     report = read_rerank_input(DATA)
     items = report.items[:ITEMS]

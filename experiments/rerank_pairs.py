@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
 
-    from bestofn.cli import main as bestofn_main
+    from bestofn.commands import main as bestofn_main
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

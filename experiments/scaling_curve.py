@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--config", default=str(DEFAULT))
     args = parser.parse_args()
 
-    from bestofn.cli import main as bestofn_main
+    from bestofn.commands import main as bestofn_main
     from bestofn.config import load_config
 
     config = load_config(args.config)

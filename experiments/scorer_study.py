@@ -141,7 +141,7 @@ def engine_version() -> str:
 
 
 def load(name: str) -> list[Any]:
-    from bestofn.rerank import read_rerank_input
+    from bestofn.inputs import read_rerank_input
 
     path, start, stop = SETS[name]
     if not path.exists():
@@ -158,7 +158,7 @@ def run_variant(
     engine: Any, variant: str, items: list[Any], cache: Any, base: Any, batch: int = 64
 ) -> dict[str, Any]:
     """Score ``items`` with one variant: its overrides on top of the ``base`` config."""
-    from bestofn.registry import make_scorer
+    from bestofn.scorers import make_scorer
 
     scorer_name, overrides, _ = VARIANTS[variant]
     flip = {k: v for k, v in overrides.items() if k != "likelihood"}
@@ -187,9 +187,9 @@ def run_variant(
 
 
 def evaluate(items: list[Any], result: dict[str, Any]) -> dict[str, Any]:
-    from bestofn.curves import bootstrap_ci
-    from bestofn.rerank import agreement
-    from bestofn.types import Score
+    from bestofn.analysis.agreement import agreement
+    from bestofn.analysis.best_of_k import bootstrap_ci
+    from bestofn.values import Score
 
     per_item = []
     lengths, values = [], []
@@ -288,12 +288,12 @@ def main() -> int:
         if (s in DEV_SETS or v in SECOND_SAMPLE_VARIANTS)
         and not (store / f"{v}__{s}.json").exists()
     ]
-    from bestofn.cache import ReconstructionCache
+    from bestofn.scorers.cache import ReconstructionCache
 
     cache = ReconstructionCache()
     engine = None
     if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
-        from bestofn.cli import start_engine
+        from bestofn.commands import start_engine
 
         engine, _ = start_engine(base)
     try:

@@ -92,7 +92,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def versions() -> dict[str, str]:
-    from bestofn.store import package_versions
+    from bestofn.results import package_versions
 
     found = package_versions()
     for name in ("openai", "fastapi", "uvicorn"):
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     from openai import OpenAI
 
     from bestofn.config import load_config
+    from bestofn.inputs import read_instructions
     from bestofn.server import create_app, serve_in_thread
-    from bestofn.store import read_instructions
 
     items = [item.instruction for item in read_instructions(args.instructions).items]
     if not items:
@@ -143,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start_s = 0.0
     if args.fake:
-        from bestofn.testing import FakeEngine
+        from bestofn.engines.fake import FakeEngine
 
         engine: Any = FakeEngine(delay_s=args.fake_delay)
         model: dict[str, Any] = {"name": "fake", "delay_s": args.fake_delay}
     else:
-        from bestofn.cli import start_engine
+        from bestofn.commands import start_engine
 
         started = time.perf_counter()
         engine, model = start_engine(config)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bestofn.models import cache_dir
+from bestofn.engines.model_files import cache_dir
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -30,8 +30,8 @@ os.environ["BESTOFN_CACHE_DIR"] = tempfile.mkdtemp(prefix="bestofn-test-cache-")
 def real_engine() -> Iterator[Any]:
     """The embedded SmolLM2-135M model on vLLM (built into the cache on first use)."""
     from bestofn.config import EngineConfig
-    from bestofn.engine import VllmEngine
-    from bestofn.models import resolve_model
+    from bestofn.engines.local import VllmEngine
+    from bestofn.engines.model_files import resolve_model
 
     path, _ = resolve_model(None, MODEL_CACHE)
     engine = VllmEngine(path, EngineConfig(max_model_len=2048, max_num_seqs=64))

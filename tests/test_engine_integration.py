@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from bestofn.cli import main
+from bestofn.commands import main
 from bestofn.config import load_config
-from bestofn.engine import GenerationRequest
-from bestofn.flip import FlipScorer, parse_reply
+from bestofn.engines.base import GenerationRequest
+from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.replies import parse_reply
 from bestofn.pipeline import BestOfN
 
 pytestmark = pytest.mark.engine

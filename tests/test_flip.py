@@ -1,4 +1,4 @@
-"""Tests for bestofn.flip: the tolerant reply parser, the template checks and FlipScorer on
+"""Tests for bestofn.scorers.flip: the tolerant reply parser, the template checks and FlipScorer on
 the deterministic FakeEngine (batching, dedup, empty/unparseable responses, k samples,
 caching, truncation, request settings)."""
 
@@ -20,12 +20,14 @@ from helpers import (
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bestofn.cache import ReconstructionCache
+from bestofn.scorers.cache import ReconstructionCache
 from bestofn.config import FlipConfig
 from bestofn.errors import ConfigError
-from bestofn.flip import FlipScorer, ParsedReply, check_template, load_template, parse_reply
-from bestofn.testing import FakeEngine
-from bestofn.types import Candidate
+from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.replies import ParsedReply, parse_reply
+from bestofn.scorers.templates import check_template, load_template
+from bestofn.engines.fake import FakeEngine
+from bestofn.values import Candidate
 
 # ------------------------------------------------------------------------------ parse_reply
 
@@ -230,27 +232,27 @@ def test_parse_reply_round_trips_any_json_instruction(instruction: str) -> None:
 def test_check_template_rejects_zero_or_two_placeholders(text: str) -> None:
     count = text.count("{response}")
     with pytest.raises(ConfigError, match=rf"exactly once, got {count} in my-template"):
-        check_template(text, "my-template")
+        check_template(text, ("response",), name="my-template", field="flip.template")
 
 
 def test_load_template_reads_a_valid_file(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("Q: {response}\n", encoding="utf-8")
-    assert load_template(path) == "Q: {response}\n"
+    assert load_template(path, ("response",), field="flip.template") == "Q: {response}\n"
 
 
 def test_load_template_errors_name_the_file(tmp_path: Path) -> None:
     twice = tmp_path / "twice.txt"
     twice.write_text("{response}{response}", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"got 2 in .*twice\.txt"):
-        load_template(twice)
+        load_template(twice, ("response",), field="flip.template")
     missing = tmp_path / "missing.txt"
     with pytest.raises(ConfigError, match=r"missing\.txt cannot be read"):
-        load_template(missing)
+        load_template(missing, ("response",), field="flip.template")
     latin = tmp_path / "latin1.txt"
     latin.write_bytes(b"caf\xe9 {response}")
     with pytest.raises(ConfigError, match=r"latin1\.txt cannot be read"):
-        load_template(latin)
+        load_template(latin, ("response",), field="flip.template")
 
 
 def test_flipscorer_rejects_a_bad_template() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from helpers import write_jsonl
 
-from bestofn.cli import main
+from bestofn.commands import main
 from bestofn.config import Config
-from bestofn.engine import GenerationRequest
-from bestofn.testing import FakeEngine, quoted_response
+from bestofn.engines.base import GenerationRequest
+from bestofn.engines.fake import FakeEngine, quoted_response
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BESTOFN_UPDATE_GOLDEN") == "1"

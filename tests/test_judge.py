@@ -1,4 +1,4 @@
-"""Tests for bestofn.judge: the tolerant verdict parsers, the judge templates, and
+"""Tests for bestofn.scorers.judge: the tolerant verdict parsers, the judge templates, and
 PointwiseJudge / PairwiseJudge on the deterministic FakeEngine (one batched call,
 dedup, cache, request settings, hand-worked win rates, empty and unparseable replies)."""
 
@@ -14,14 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bestofn.cache import ReconstructionCache, cache_key
+from bestofn.scorers.cache import ReconstructionCache, cache_key
 from bestofn.config import configs_dir
-from bestofn.engine import GenerationRequest
+from bestofn.engines.base import GenerationRequest
 from bestofn.errors import ConfigError
-from bestofn.judge import PairwiseJudge, PointwiseJudge, parse_rating, parse_winner
+from bestofn.scorers.judge import PairwiseJudge, PointwiseJudge
+from bestofn.scorers.replies import parse_rating, parse_winner
 from bestofn.scorers import Scorer
-from bestofn.testing import FakeEngine, user_message
-from bestofn.types import Candidate, Score
+from bestofn.engines.fake import FakeEngine, user_message
+from bestofn.values import Candidate, Score
 
 Responder = Callable[[str, int, GenerationRequest], str]
 

@@ -7,10 +7,10 @@ import pytest
 
 from bestofn.config import Config
 from bestofn.errors import ConfigError
-from bestofn.likelihood import BackwardLikelihood, ForwardPMI
-from bestofn.registry import make_scorer
-from bestofn.testing import FakeEngine
-from bestofn.types import Candidate
+from bestofn.scorers.likelihood import BackwardLikelihood, ForwardPMI
+from bestofn.scorers import make_scorer
+from bestofn.engines.fake import FakeEngine
+from bestofn.values import Candidate
 
 
 def test_backward_mean_and_sum_by_hand() -> None:
@@ -114,8 +114,8 @@ def test_flip_max_aggregate_and_rouge_similarity() -> None:
     from dataclasses import replace
 
     from bestofn.config import FlipConfig
-    from bestofn.flip import FlipScorer
-    from bestofn.testing import quoted_response
+    from bestofn.scorers.flip import FlipScorer
+    from bestofn.engines.fake import quoted_response
 
     replies = ["describe blue whales", "whales blue describe", "nothing"]
 
@@ -145,7 +145,7 @@ def test_echo_penalty_lowers_a_restated_instruction() -> None:
     from dataclasses import replace
 
     from bestofn.config import FlipConfig
-    from bestofn.flip import FlipScorer
+    from bestofn.scorers.flip import FlipScorer
 
     def respond(message: str, index: int, request: object) -> str:
         return json.dumps({"instruction": "describe blue whales today"})
@@ -175,7 +175,7 @@ def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
     whitespace-split and casefolded, so "fruits:" is not "fruits").
     """
     from bestofn.config import Config
-    from bestofn.registry import make_scorer
+    from bestofn.scorers import make_scorer
 
     config = Config()
     assert config.scorer == "pmi_matched"

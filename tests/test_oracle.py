@@ -1,4 +1,4 @@
-"""Tests for bestofn.oracle: hand-checked IFEval constraints in strict and loose mode, the
+"""Tests for bestofn.scorers.oracle: hand-checked IFEval constraints in strict and loose mode, the
 offline Punkt sentence splitter (no download, no network), bad input as ConfigError, the
 IFEvalOracle scorer, and every dev prompt run through the checks without an exception."""
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bestofn import oracle
+from bestofn.scorers import oracle
 from bestofn.errors import BestOfNError, ConfigError
-from bestofn.oracle import IFEvalOracle, IFEvalResult, ifeval_check, loose_variants
-from bestofn.types import Candidate
+from bestofn.scorers.oracle import IFEvalOracle, IFEvalResult, ifeval_check, loose_variants
+from bestofn.values import Candidate
 
 DEV_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ifeval_dev.jsonl"
 
@@ -381,7 +381,7 @@ def test_a_fresh_process_with_no_nltk_data_checks_sentences_offline(tmp_path: Pa
             have_punkt = True
         except LookupError:
             have_punkt = False
-        from bestofn.oracle import ifeval_check
+        from bestofn.scorers.oracle import ifeval_check
         text = "Dr. Smith arrived at 5 p.m. on Monday. He was tired. Was he late?"
         out = {{
             "have_punkt": have_punkt,

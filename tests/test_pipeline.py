@@ -9,10 +9,11 @@ import pytest
 from helpers import TEMPLATE, instruction_json, reconstruct_with, reconstruction_requests
 
 from bestofn.config import Config, GenerationConfig, SelectionConfig
-from bestofn.flip import FlipScorer
-from bestofn.pipeline import BestOfN, RunStats, selection_record
-from bestofn.testing import FakeEngine, user_message
-from bestofn.types import Selection
+from bestofn.scorers.flip import FlipScorer
+from bestofn.pipeline import BestOfN, RunStats
+from bestofn.results import selection_record
+from bestofn.engines.fake import FakeEngine, user_message
+from bestofn.values import Selection
 
 
 def make(
@@ -199,7 +200,7 @@ def test_select_accepts_a_single_string_and_checks_ids() -> None:
 def test_selection_record_holds_every_candidate_and_the_winner() -> None:
     best, _ = make(FakeEngine(RESPOND), n=3)
     (fruit,) = best.select(["name a red fruit"], ids=["f"])
-    record = selection_record(fruit, scorer="flip", seed=best.seed_for("f"))
+    record = selection_record(fruit, scorer="flip")
     assert record["type"] == "result"
     assert record["id"] == "f"
     assert record["instruction"] == "name a red fruit"

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from bestofn.cli import main
+from bestofn.commands import main
 from bestofn.errors import InputError
-from bestofn.rerank import agreement, length_side, read_rerank_input, summarise
-from bestofn.testing import FakeEngine
-from bestofn.types import Candidate, Score
+from bestofn.analysis.agreement import agreement, length_side, summarise
+from bestofn.inputs import read_rerank_input
+from bestofn.engines.fake import FakeEngine
+from bestofn.values import Candidate, Score
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -92,7 +93,7 @@ def test_three_input_forms_are_detected(tmp_path: Path) -> None:
             "messages",
             "no non-empty user turn",
         ),
-        ({"instruction": "", "candidates": ["a"]}, "instruction", "non-empty string"),
+        ({"instruction": "", "candidates": ["a"]}, "instruction", "must not be empty"),
     ],
 )
 def test_bad_lines_name_line_and_field_and_keep_the_rest(
@@ -320,7 +321,7 @@ def test_chat_context_reaches_the_reconstructor_only_when_asked(tmp_path: Path) 
 
 def _fake_rerank_command(args: list[str]) -> list[str]:
     code = (
-        "import sys; from bestofn.cli import main; from bestofn.testing import FakeEngine; "
+        "import sys; from bestofn.commands import main; from bestofn.engines.fake import FakeEngine; "
         "sys.exit(main(sys.argv[1:], engine=FakeEngine(delay_s=0.3)))"
     )
     return [sys.executable, "-c", code, *args]

@@ -29,7 +29,7 @@ from helpers import TEMPLATE, quoted, read_jsonl, reconstruction_requests, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bestofn.cli import main
+from bestofn.commands import main
 from bestofn.config import (
     Config,
     CurveConfig,
@@ -41,15 +41,16 @@ from bestofn.config import (
     config_from_dict,
     load_config,
 )
-from bestofn.engine import GenerationRequest
+from bestofn.engines.base import GenerationRequest
 from bestofn.errors import BestOfNError, ConfigError, InputError
-from bestofn.flip import FlipScorer, ParsedReply, parse_reply
-from bestofn.judge import parse_rating, parse_winner
-from bestofn.rerank import read_rerank_input
-from bestofn.select import make_selection
-from bestofn.store import read_instructions
-from bestofn.testing import FakeEngine, default_respond, quoted_response, user_message
-from bestofn.types import Candidate
+from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.replies import ParsedReply, parse_reply
+from bestofn.scorers.replies import parse_rating, parse_winner
+from bestofn.inputs import read_rerank_input
+from bestofn.selection import make_selection
+from bestofn.inputs import read_instructions
+from bestofn.engines.fake import FakeEngine, default_respond, quoted_response, user_message
+from bestofn.values import Candidate
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -66,7 +67,7 @@ def call_main(argv: Sequence[str], engine: FakeEngine) -> int:
 def slow_cli(args: Sequence[str], delay_s: float, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """The CLI in a subprocess on a FakeEngine whose every generate call sleeps delay_s."""
     code = (
-        "import sys; from bestofn.cli import main; from bestofn.testing import FakeEngine; "
+        "import sys; from bestofn.commands import main; from bestofn.engines.fake import FakeEngine; "
         f"sys.exit(main(sys.argv[1:], engine=FakeEngine(delay_s={delay_s})))"
     )
     with log.open("wb") as err:
@@ -1118,7 +1119,7 @@ def test_run_cli_round_trips_hostile_text_and_names_invalid_utf8(
         "flip",
     ]
     code = call_main([*argv, "--output", str(out)], FakeEngine(hostile_generation))
-    assert code == 0
+    assert code == 3  # done, with one bad line skipped
     # Byte 33 of line 2 is the Latin-1 "é" (0xE9) after '{"id": "bad", "instruction": "caf'.
     assert f"{source}:2: is not valid UTF-8 (byte 33)" in capsys.readouterr().err
 
@@ -1168,7 +1169,7 @@ def test_rerank_cli_hostile_input_end_to_end(
     common = ["rerank", str(source), "--scorer", "flip,length,random", "--cache", str(cache)]
 
     first = tmp_path / "first.jsonl"
-    assert call_main([*common, "--output", str(first)], FakeEngine()) == 0
+    assert call_main([*common, "--output", str(first)], FakeEngine()) == 3  # bad lines skipped
     assert f"{source}:2: is not valid UTF-8 (byte 33)" in capsys.readouterr().err
     results = {r["id"]: r for r in of_type(read_jsonl(first), "result")}
     assert list(results) == ["h1", "h3", "h4"]
@@ -1201,7 +1202,7 @@ def test_rerank_cli_hostile_input_end_to_end(
     # The same input again through the on-disk cache: no engine call, identical records.
     again = FakeEngine()
     second = tmp_path / "second.jsonl"
-    assert call_main([*common, "--output", str(second)], again) == 0
+    assert call_main([*common, "--output", str(second)], again) == 3
     assert again.calls == []
     assert of_type(read_jsonl(second), "result") == list(results.values())
 
@@ -1236,9 +1237,9 @@ def test_lone_surrogate_escape_in_input_is_reported_or_kept_never_a_crash(
         argv += ["--scorer", "length"]
     code = call_main(argv, FakeEngine(ascii_respond))
     err = capsys.readouterr().err
-    assert code == 0, err
     records = of_type(read_jsonl(out), "result")  # strict UTF-8 and JSON
     ids = [r["id"] for r in records]
+    assert code == (0 if "s" in ids else 3), err  # 3: done, with the bad line skipped
     assert "g" in ids
     if "s" in ids:  # kept: then it must round-trip exactly
         assert next(r for r in records if r["id"] == "s")["instruction"] == "Ask \ud83d alone"

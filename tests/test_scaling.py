@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bestofn.cli import main
-from bestofn.engine import GenerationRequest
-from bestofn.testing import FakeEngine, quoted_response
+from bestofn.commands import main
+from bestofn.engines.base import GenerationRequest
+from bestofn.engines.fake import FakeEngine, quoted_response
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 
@@ -95,7 +95,7 @@ def test_curve_end_to_end_by_hand(tmp_path: Path) -> None:
 
 
 def test_truncation_is_at_token_level_and_marks_length(tmp_path: Path) -> None:
-    from bestofn.scaling import Pool
+    from bestofn.analysis.pool import Pool
 
     engine = FakeEngine(respond)
     out = engine.generate(

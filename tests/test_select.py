@@ -1,4 +1,4 @@
-"""Tests for bestofn.select: the highest score wins, unscored never beats scored, the three
+"""Tests for bestofn.selection: the highest score wins, unscored never beats scored, the three
 tie rules and the three all-unscored fallbacks, worked by hand."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bestofn.config import SelectionConfig
-from bestofn.select import make_selection, select_index
-from bestofn.types import Candidate, Score
+from bestofn.selection import make_selection, select_index
+from bestofn.values import Candidate, Score
 
 
 def S(value: float | None) -> Score:

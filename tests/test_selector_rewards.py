@@ -9,10 +9,10 @@ import pytest
 
 from bestofn import rewards
 from bestofn.config import Config
-from bestofn.engine import GenerationRequest
+from bestofn.engines.base import GenerationRequest
 from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
-from bestofn.selector import Selector
-from bestofn.testing import FakeEngine, quoted_response
+from bestofn.pipeline import Selector
+from bestofn.engines.fake import FakeEngine, quoted_response
 
 
 def echo_first_words(message: str, index: int, request: GenerationRequest) -> str:

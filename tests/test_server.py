@@ -24,11 +24,11 @@ from fastapi import FastAPI
 from helpers import is_reconstruction, quoted
 from openai import OpenAI
 
-from bestofn.config import Config, EngineConfig, ServerConfig
-from bestofn.engine import GenerationRequest
+from bestofn.config import Config, ServerConfig
+from bestofn.engines.base import GenerationRequest
 from bestofn.server import create_app, serve_in_thread
-from bestofn.similarity import word_f1
-from bestofn.testing import FakeEngine, quoted_response, user_message
+from bestofn.scorers.similarity import word_f1
+from bestofn.engines.fake import FakeEngine, quoted_response, user_message
 
 KEY = "test-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -437,10 +437,7 @@ def test_body_too_big_gets_413(shared: Running) -> None:
 
 
 def test_context_overflow_fails_only_that_request() -> None:
-    class SmallContext(FakeEngine):
-        config = EngineConfig(max_model_len=64)
-
-    with running(SmallContext(), batch_window_ms=300, max_batch_requests=2) as server:
+    with running(FakeEngine(max_model_len=64), batch_window_ms=300, max_batch_requests=2) as server:
         long = [{"role": "user", "content": "word " * 80}]
         with ThreadPoolExecutor(2) as pool:
             bad = pool.submit(
@@ -637,7 +634,7 @@ def test_serve_command_binds_localhost_and_reads_the_key_from_env(
 ) -> None:
     import uvicorn
 
-    from bestofn.cli import main
+    from bestofn.commands import main
 
     started: list[uvicorn.Config] = []
     real_run = uvicorn.Server.run

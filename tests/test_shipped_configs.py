@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bestofn.config import Config, load_config
-from bestofn.flip import load_template
+from bestofn.scorers.templates import load_template
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -28,5 +28,5 @@ def test_shipped_flip_templates_have_one_placeholder() -> None:
         *(CONFIGS / "templates").glob("flip*.txt"),
         *(CONFIGS / "templates").glob("backward*.txt"),
     ]:
-        text = load_template(path)
+        text = load_template(path, ("response",), field=path.name)
         assert text.count("{response}") == 1, path

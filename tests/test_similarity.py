@@ -1,4 +1,4 @@
-"""Tests for bestofn.similarity: hand-worked normalisation, F1, ROUGE-L and echo examples,
+"""Tests for bestofn.scorers.similarity: hand-worked normalisation, F1, ROUGE-L and echo examples,
 Unicode behaviour, equivalence with the official SQuAD v1.1 script on ASCII, and properties."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bestofn.similarity import echo_fraction, normalize_words, rouge_l_f1, word_f1
+from bestofn.scorers.similarity import echo_fraction, normalize_words, rouge_l_f1, word_f1
 
 # --------------------------------------------------------------------------------------
 # Reference: the official SQuAD v1.1 evaluate-v1.1.py, normalize_answer and f1_score,

@@ -1,4 +1,4 @@
-"""Tests for bestofn.store: the instruction readers (every bad-line kind named by line and
+"""Tests for bestofn.results: the instruction readers (every bad-line kind named by line and
 field while good lines are kept) and ResultsFile (header, no silent overwrite, resume with
 torn-line repair, config mismatch, damage)."""
 
@@ -12,14 +12,8 @@ import pytest
 from helpers import read_jsonl, write_jsonl
 
 from bestofn.errors import InputError, OutputError
-from bestofn.store import (
-    SCHEMA_VERSION,
-    InstructionItem,
-    ResultsFile,
-    detect_format,
-    read_instructions,
-    read_results,
-)
+from bestofn.inputs import InstructionItem, detect_format, read_instructions
+from bestofn.results import SCHEMA_VERSION, ResultsFile, read_results
 
 # ------------------------------------------------------------------------ read_instructions
 

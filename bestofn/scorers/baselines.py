@@ -1,30 +1,12 @@
-"""The Scorer contract and the simple baselines (length, random).
-
-Every scorer takes a batch of instructions and a nested batch of candidates and returns
-scores nested the same way, so the pipeline, rerank and curves treat them alike.
-"""
+"""The baselines every comparison needs: longer wins (length) and a seeded chance (random)."""
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
-from bestofn.errors import ConfigError
 from bestofn.seeding import derive_seed
-from bestofn.types import Candidate, Score
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores every candidate of every instruction in one batched call."""
-
-    name: str
-
-    def score(
-        self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
-    ) -> list[list[Score]]: ...
+from bestofn.values import Candidate, Score
 
 
 class LengthScorer:
@@ -60,12 +42,3 @@ class RandomScorer:
             rng = random.Random(derive_seed(self.seed, instruction, len(group)))
             results.append([Score(rng.random()) for _ in group])
         return results
-
-
-def check_scorer_names(names: Sequence[str], known: Sequence[str]) -> None:
-    """Raise a ConfigError with a did-you-mean for any unknown scorer name."""
-    for name in names:
-        if name not in known:
-            hint = difflib.get_close_matches(name, list(known), n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"scorer must be one of {', '.join(known)}, got {name!r}{extra}")

@@ -1,4 +1,4 @@
-"""The values that flow through a run: Candidate, Score and Selection.
+"""The values that flow through a run: Candidate, Score, Selection (and Failure).
 
 Plain frozen dataclasses; a Score is a value *or* an explicit "unscored" with its reason.
 """
@@ -18,6 +18,8 @@ class Candidate:
     """Generated tokens; None when the candidate came from outside."""
     finish_reason: str | None = None
     """``stop`` (the model ended it), ``length`` (hit max_tokens), or None if unknown."""
+    token_ids: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    """The generated token ids, when bestofn sampled the candidate itself."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,18 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why one item got no selection, while the rest of its batch went on."""
+
+    reason: str
+    """What went wrong and how to fix it, for the user."""
+    code: str = "item_error"
+    """A stable machine-readable kind (``context_length_exceeded``, ``chat_template``...)."""
+    param: str | None = None
+    """The input field at fault, when there is one."""
+
+
+@dataclass(frozen=True)
 class Selection:
     """The outcome for one instruction: every candidate, its score and the winner."""
 
@@ -57,6 +71,12 @@ class Selection:
     fallback: str | None = None
     """Set when the pick did not come from scores (``all_unscored:first``...)."""
     id: str | None = None
+    seed: int | None = None
+    """The sampling seed of the candidates, when bestofn generated them."""
+    prompt_tokens: int | None = None
+    """Tokens of the generation prompt, when bestofn generated the candidates."""
+    failure: Failure | None = None
+    """Set (with no candidates) when this item failed alone, e.g. an over-long input."""
 
     @property
     def text(self) -> str | None:

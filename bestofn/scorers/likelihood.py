@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from bestofn.config import LikelihoodConfig, resolve_config_path
-from bestofn.engine import LogprobEngine
+from bestofn.engines.base import LogprobEngine
 from bestofn.errors import ConfigError
-from bestofn.flip import PLACEHOLDER, load_template
-from bestofn.similarity import echo_fraction
-from bestofn.types import Candidate, Score
+from bestofn.scorers.similarity import echo_fraction
+from bestofn.scorers.templates import check_template, fill_template, load_template
+from bestofn.values import Candidate, Score
+
+FIELDS = ("response",)
+"""The placeholder the backward template holds exactly once."""
 
 NEUTRAL_INSTRUCTION = "Write a response."
 
@@ -51,11 +54,34 @@ class BackwardLikelihood:
         if template is None:
             template = load_template(
                 resolve_config_path(LikelihoodConfig.template, None, "likelihood.template"),
-                "likelihood.template",
+                FIELDS,
+                field="likelihood.template",
             )
+        else:
+            check_template(template, FIELDS, field="likelihood.template")
         self.template = template
         self.max_response_tokens = max_response_tokens
         self.max_instruction_tokens = max_instruction_tokens
+
+    @classmethod
+    def from_config(
+        cls,
+        engine: object,
+        config: LikelihoodConfig,
+        *,
+        reduce: str = "mean",
+        config_source: str | None = None,
+    ) -> BackwardLikelihood:
+        """The scorer the config's ``likelihood`` section describes."""
+        path = resolve_config_path(config.template, config_source, "likelihood.template")
+        return cls(
+            engine,
+            reduce="sum" if reduce == "sum" else "mean",
+            template=load_template(path, FIELDS, field="likelihood.template"),
+            max_response_tokens=config.max_response_tokens,
+            max_instruction_tokens=config.max_instruction_tokens,
+            echo_penalty=config.echo_penalty,
+        )
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
@@ -69,7 +95,7 @@ class BackwardLikelihood:
             for candidate in group:
                 shown = engine.truncate(candidate.text, self.max_response_tokens)
                 prompt = engine.chat_prompt(
-                    [{"role": "user", "content": self.template.replace(PLACEHOLDER, shown)}]
+                    [{"role": "user", "content": fill_template(self.template, {"response": shown})}]
                 )
                 key = (prompt, target)
                 pairs.setdefault(key, len(pairs))
@@ -130,6 +156,19 @@ class ForwardPMI:
         self.name = "forward_pmi" if window == "all" else "pmi_matched"
         self.max_response_tokens = max_response_tokens
         self.max_instruction_tokens = max_instruction_tokens
+
+    @classmethod
+    def from_config(
+        cls, engine: object, config: LikelihoodConfig, *, window: str = "all"
+    ) -> ForwardPMI:
+        """The scorer the config's ``likelihood`` section describes."""
+        return cls(
+            engine,
+            window="matched" if window == "matched" else "all",
+            max_response_tokens=config.max_response_tokens,
+            max_instruction_tokens=config.max_instruction_tokens,
+            echo_penalty=config.echo_penalty,
+        )
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bestofn.errors import ConfigError
-from bestofn.types import Candidate, Score
+from bestofn.values import Candidate, Score
 
 INSTALL_HINT = (
     "the oracle needs the 'ifeval' extra: pip install -e '.[ifeval]' "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bestofn.config import SelectionConfig
-from bestofn.types import Candidate, Score, Selection
+from bestofn.values import Candidate, Score, Selection
 
 
 def _length(candidate: Candidate) -> int:

@@ -9,8 +9,9 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from bestofn.engine import Completion, EngineStats, GenerationRequest, Message
+from bestofn.engines.base import Completion, EngineStats, GenerationRequest, Message
 from bestofn.seeding import derive_seed
 
 _TURN = re.compile(r"<\|(system|user|assistant)\|>\n(.*?)\n<\|end\|>\n", re.DOTALL)
@@ -54,11 +55,15 @@ class FakeEngine:
         *,
         model_id: str = "fake-model",
         delay_s: float = 0.0,
+        max_model_len: int | None = None,
     ) -> None:
         self.respond = respond or default_respond
+        self.max_model_len = max_model_len
+        """Context length in tokens (words here); None: no limit."""
         self.delay_s = delay_s
         """Seconds each generate call sleeps (to interrupt a run mid-way in tests)."""
         self.model_id = model_id
+        self.info: dict[str, Any] = {"name": model_id, "embedded": False}
         self.stats = EngineStats()
         self.calls: list[list[GenerationRequest]] = []
         self.logprob_calls: list[list[tuple[str, str]]] = []

@@ -1,5 +1,5 @@
-"""Files in and out: instruction readers that name the bad line, and the append-only
-results writer with a schema-versioned header, torn-line repair and resume.
+"""Writing results: the append-only JSONL results file (schema-versioned header, fsync per
+batch, torn-line repair, resume), the records it holds, and output-path checks.
 """
 
 from __future__ import annotations
@@ -8,211 +8,18 @@ import contextlib
 import json
 import os
 import platform
-import sys
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from bestofn.errors import InputError, OutputError
+from bestofn.errors import OutputError
+from bestofn.values import Candidate, Score, Selection
+
+if TYPE_CHECKING:
+    from bestofn.config import Config
 
 SCHEMA_VERSION = 1
-ID_KEYS = ("id", "key")
-INSTRUCTION_KEYS = ("instruction", "prompt")
-
-
-@dataclass(frozen=True)
-class InstructionItem:
-    """One instruction to run, with where it came from."""
-
-    id: str
-    instruction: str
-    line: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    """The record's other fields (kept for oracles, e.g. IFEval's instruction_id_list)."""
-
-
-@dataclass
-class ReadReport:
-    """What a reader found: the good items and an error per bad line."""
-
-    path: str
-    items: list[InstructionItem] = field(default_factory=list)
-    errors: list[InputError] = field(default_factory=list)
-    format: str = "jsonl"
-
-
-def iter_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """(line number, text or None, decode error or None) for every line of the file."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise InputError("file does not exist; check the path", path=str(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc}", path=str(path)) from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark, as some editors write
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n"), None
-            except UnicodeDecodeError as exc:
-                yield (
-                    number,
-                    None,
-                    f"is not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8",
-                )
-
-
-def detect_format(path: Path) -> str:
-    """``jsonl`` or ``text``: by suffix, else by whether the first non-blank line is an object."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return "jsonl"
-    if suffix in (".txt", ".text"):
-        return "text"
-    for _, text, _ in iter_lines(path):
-        if text is not None and text.strip():
-            return "jsonl" if text.lstrip().startswith("{") else "text"
-    return "text"
-
-
-def parse_json_line(path: str, number: int, text: str) -> dict[str, Any]:
-    """One JSONL line as an object, or an InputError naming the line and the rule."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"is not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",
-            path=path,
-            line=number,
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        # Nesting deeper than the decoder's recursion, or an integer past Python's digit
-        # limit: valid JSON in theory, unusable here.
-        raise InputError(
-            f"cannot be read as JSON ({type(exc).__name__}: {str(exc)[:80]})",
-            path=path,
-            line=number,
-        ) from None
-    try:
-        # "\ud83d" is valid JSON but no valid text: it could never be written back out.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(
-            "holds an unpaired UTF-16 surrogate escape (like \\ud83d); fix the text",
-            path=path,
-            line=number,
-        ) from None
-    except (ValueError, RecursionError):
-        pass  # too large to check here; later steps report it
-    if not isinstance(value, dict):
-        raise InputError(
-            f"must be a JSON object, got {type(value).__name__}", path=path, line=number
-        )
-    return value
-
-
-def item_id(path: str, number: int, record: dict[str, Any]) -> str:
-    for key in ID_KEYS:
-        if key in record:
-            value = record[key]
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise InputError(
-                    f"must be a string or an integer, got {value!r}",
-                    path=path,
-                    line=number,
-                    field=key,
-                )
-            if isinstance(value, str) and not value.strip():
-                raise InputError("must not be empty", path=path, line=number, field=key)
-            return str(value)
-    return f"line-{number}"
-
-
-def _instruction(path: str, number: int, record: dict[str, Any]) -> str:
-    for key in INSTRUCTION_KEYS:
-        if key in record:
-            value = record[key]
-            if not isinstance(value, str):
-                raise InputError(
-                    f"must be a string, got {type(value).__name__} {value!r:.60}",
-                    path=path,
-                    line=number,
-                    field=key,
-                )
-            if not value.strip():
-                raise InputError("must not be empty", path=path, line=number, field=key)
-            return value
-    keys = ", ".join(sorted(record)) or "none"
-    raise InputError(
-        f'is missing; each line needs "instruction" (a non-empty string); keys found: {keys}',
-        path=path,
-        line=number,
-        field="instruction",
-    )
-
-
-def read_instructions(path: str | os.PathLike[str], *, fmt: str | None = None) -> ReadReport:
-    """Read a JSONL (``{"id"?, "instruction"}``) or plain-text (one per line) file.
-
-    Bad lines become errors in the report, named by file and line; good lines are kept.
-    Blank lines are skipped. Ids default to ``line-N``; a repeated id is an error.
-    """
-    source = Path(path)
-    fmt = fmt or detect_format(source)
-
-    def parse(number: int, text: str) -> InstructionItem:
-        if fmt == "text":
-            return InstructionItem(id=f"line-{number}", instruction=text.strip(), line=number)
-        record = parse_json_line(str(source), number, text)
-        ident = item_id(str(source), number, record)
-        instruction = _instruction(str(source), number, record)
-        extra = {k: v for k, v in record.items() if k not in (*ID_KEYS, *INSTRUCTION_KEYS)}
-        return InstructionItem(ident, instruction, number, extra)
-
-    items, errors = read_lines(source, parse, what="instructions")
-    return ReadReport(path=str(source), items=items, errors=errors, format=fmt)
-
-
-class _HasId(Protocol):
-    @property
-    def id(self) -> str: ...
-
-
-ItemT = TypeVar("ItemT", bound=_HasId)
-
-
-def read_lines(
-    path: Path, parse: Callable[[int, str], ItemT], *, what: str
-) -> tuple[list[ItemT], list[InputError]]:
-    """Parse every non-blank line; a bad line (undecodable, rejected by ``parse``, or a
-    repeated id) becomes an InputError naming it, and the other lines are still read."""
-    items: list[ItemT] = []
-    errors: list[InputError] = []
-    seen: dict[str, int] = {}
-    for number, text, problem in iter_lines(path):
-        try:
-            if problem is not None:
-                raise InputError(problem, path=str(path), line=number)
-            assert text is not None
-            if not text.strip():
-                continue
-            item = parse(number, text)
-            if item.id in seen:
-                raise InputError(
-                    f"duplicate id {item.id!r} (first on line {seen[item.id]}); ids must be unique",
-                    path=str(path),
-                    line=number,
-                    field="id",
-                )
-            seen[item.id] = number
-            items.append(item)
-        except InputError as exc:
-            errors.append(exc)
-    if not items and not errors:
-        errors.append(InputError(f"holds no {what}", path=str(path)))
-    return items, errors
 
 
 def package_versions() -> dict[str, str]:
@@ -385,10 +192,6 @@ def read_results(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dic
     return header, records
 
 
-def warn(message: str) -> None:
-    print(f"bestofn: {message}", file=sys.stderr)
-
-
 def check_writable(path: str | os.PathLike[str], what: str) -> Path:
     """Fail before any work if ``path`` cannot become a file we write (``what`` names the
     flag in the message); creates missing parent folders."""
@@ -416,3 +219,57 @@ def ensure_dir(path: str | os.PathLike[str], what: str) -> Path:
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{what} {folder} is not writable; choose another folder")
     return folder
+
+
+def run_header(kind: str, config: Config, **extra: Any) -> dict[str, Any]:
+    """The header of a results file: what made it (config, versions, time)."""
+    return {
+        "kind": kind,
+        "config": {k: v for k, v in config.to_dict().items() if k != "source"},
+        "model": {"name": "pending"},
+        "versions": package_versions(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+
+
+def candidate_record(index: int, candidate: Candidate, score: Score) -> dict[str, Any]:
+    """One candidate in a results record: its text, token accounting and score evidence."""
+    record: dict[str, Any] = {
+        "index": index,
+        "text": candidate.text,
+        "num_tokens": candidate.num_tokens,
+        "finish_reason": candidate.finish_reason,
+        "score": score.value,
+        "unscored_reason": score.unscored_reason,
+    }
+    if score.spread is not None:
+        record["spread"] = score.spread
+    record.update(score.details)
+    return record
+
+
+def selection_record(selection: Selection, *, scorer: str) -> dict[str, Any]:
+    """The results-file record of one instruction."""
+    record: dict[str, Any] = {
+        "type": "result",
+        "id": selection.id,
+        "instruction": selection.instruction,
+        "scorer": scorer,
+        "seed": selection.seed,
+        "selected_index": selection.index,
+        "selected_text": selection.text,
+        "fallback": selection.fallback,
+        "unscored": selection.unscored,
+        "candidates": [
+            candidate_record(i, c, s)
+            for i, (c, s) in enumerate(zip(selection.candidates, selection.scores, strict=True))
+        ],
+    }
+    if selection.failure is not None:
+        record["error"] = {
+            "reason": selection.failure.reason,
+            "code": selection.failure.code,
+            "param": selection.failure.param,
+        }
+    return record

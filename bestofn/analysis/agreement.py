@@ -1,0 +1,72 @@
+"""Agreement with preference labels: per item (ties share, unscored ranks below scored) and
+summarised per scorer with bootstrap intervals and a length-controlled breakdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bestofn.analysis.best_of_k import bootstrap_ci
+from bestofn.values import Candidate, Score
+
+
+def agreement(scores: Sequence[Score], preferred: int) -> float:
+    """How far a scorer agrees that ``preferred`` is best: 1 if it alone has the top score,
+    a share 1/t if it ties with t-1 others at the top, 0 otherwise. Unscored ranks below
+    every scored candidate; if none is scored, every candidate ties."""
+    values = [s.value for s in scores]
+    if all(v is None for v in values):
+        return 1.0 / len(values)
+    top = max(v for v in values if v is not None)
+    winners = [i for i, v in enumerate(values) if v == top]
+    return 1.0 / len(winners) if preferred in winners else 0.0
+
+
+def summarise(records: Sequence[dict[str, Any]], scorers: Sequence[str]) -> dict[str, Any]:
+    """Per-scorer agreement with labels (bootstrap 95 % CI), unscored and tie counts, and
+    the length-controlled breakdown, from the result records of a rerank output file."""
+    results = [r for r in records if r.get("type") == "result"]
+    batches = [r for r in records if r.get("type") == "batch"]
+    labelled = [r for r in results if r.get("preferred") is not None]
+    summary: dict[str, Any] = {"items": len(results), "labelled": len(labelled), "scorers": {}}
+    for name in scorers:
+        entry: dict[str, Any] = {
+            "unscored": sum(1 for r in results for s in r["scores"][name] if s["score"] is None),
+            "candidates": sum(len(r["scores"][name]) for r in results),
+            "seconds": round(sum(b.get("seconds", {}).get(name, 0.0) for b in batches), 2),
+            "prompt_tokens": sum(b.get("prompt_tokens", {}).get(name, 0) for b in batches),
+            "output_tokens": sum(b.get("output_tokens", {}).get(name, 0) for b in batches),
+        }
+        if labelled:
+            values = np.array([r["agreement"][name] for r in labelled], dtype=np.float64)
+            mean, low, high = bootstrap_ci(values)
+            entry.update(agreement=round(mean, 4), ci_low=round(low, 4), ci_high=round(high, 4))
+            entry["ties"] = sum(1 for v in values if 0 < v < 1)
+            for side in ("longer", "shorter"):
+                subset = np.array(
+                    [r["agreement"][name] for r in labelled if r.get("preferred_is") == side],
+                    dtype=np.float64,
+                )
+                entry[f"n_preferred_{side}"] = int(subset.size)
+                entry[f"agreement_preferred_{side}"] = (
+                    round(float(subset.mean()), 4) if subset.size else None
+                )
+        summary["scorers"][name] = entry
+    return summary
+
+
+def length_side(candidates: Sequence[Candidate], preferred: int) -> str | None:
+    """``longer`` / ``shorter`` when the preferred candidate is strictly the longest /
+    shortest in characters (pairs always are unless equal), else None."""
+    lengths = [len(c.text) for c in candidates]
+    mine = lengths[preferred]
+    others = [n for i, n in enumerate(lengths) if i != preferred]
+    if not others:
+        return None
+    if mine > max(others):
+        return "longer"
+    if mine < min(others):
+        return "shorter"
+    return None

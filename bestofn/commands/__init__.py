@@ -1,0 +1,45 @@
+"""The ``bestofn`` command line: the parser and ``main``; each command lives in its own module
+(``run``, ``validate``, ``rerank``, ``curve``, ``bench``, ``serve``) beside ``common``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bestofn import __version__
+from bestofn.commands import bench, curve, rerank, run, serve, validate
+from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_RUN_ERROR
+from bestofn.engines.base import Engine
+from bestofn.errors import BestOfNError, ConfigError, InputError
+
+COMMANDS = (run, validate, rerank, curve, bench, serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bestofn",
+        description="Best-of-N selection with FLIP (backward inference) as the reward.",
+    )
+    parser.add_argument("--version", action="version", version=f"bestofn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:
+    """Run the command line; ``engine`` replaces the vLLM engine (tests, embedding apps)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args, engine))
+    except (ConfigError, InputError) as exc:
+        print(f"bestofn: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BestOfNError as exc:
+        print(f"bestofn: error: {exc}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""What the commands share: common flags, reading an input file with the bad-line policy,
+the reply cache, the run summary and the exit codes.
+
+Exit codes: 0 done; 1 a run error (engine, model, output); 2 bad config or input, nothing
+run; 3 done, but bad input lines were skipped (the summary counts them); 130 interrupted
+(what was written is kept; rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from bestofn.config import Config
+from bestofn.console import warn
+from bestofn.errors import InputError, OutputError
+
+EXIT_OK = 0
+EXIT_RUN_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_SKIPPED_LINES = 3
+EXIT_INTERRUPTED = 130
+
+ItemT = TypeVar("ItemT")
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
+
+
+def add_cache(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="SQLite cache of reconstructions and verdicts, shared by run and rerank "
+        "(default: reconstructions.sqlite in the bestofn cache folder)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="keep the cache in memory only")
+
+
+def add_input_policy(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--limit", type=int, metavar="K", help=f"only the first K valid {what}")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop before any work if an input line is bad"
+    )
+
+
+def open_cache(args: argparse.Namespace, config: Config) -> Any:
+    """The reply cache the flags ask for: a file, the default file, or memory only."""
+    from bestofn.engines.model_files import cache_dir
+    from bestofn.scorers.cache import ReconstructionCache
+
+    if getattr(args, "no_cache", False):
+        return ReconstructionCache()
+    path = (
+        getattr(args, "cache", None) or cache_dir(config.model_cache_dir) / "reconstructions.sqlite"
+    )
+    return ReconstructionCache(path)
+
+
+@dataclass
+class Input(Generic[ItemT]):
+    """The items of an input file to work on, and how many bad lines were skipped."""
+
+    items: list[ItemT]
+    skipped_lines: int
+
+
+def read_input(
+    path: str,
+    report: Any,
+    *,
+    strict: bool = False,
+    limit: int | None = None,
+    what: str = "instructions",
+) -> Input[Any]:
+    """Apply the bad-line policy to a reader's report: with ``strict`` any bad line stops
+    everything (exit 2); otherwise each is reported with file, line and field, skipped, and
+    counted. No valid item at all is an error either way."""
+    if report.errors and strict:
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        raise InputError(f"{len(report.errors)} bad lines; nothing was run (--strict)", path=path)
+    for error in report.errors:
+        warn(f"skipping {error}")
+    items = report.items[:limit] if limit is not None else report.items
+    if not items:
+        raise InputError(f"no valid {what}", path=path)
+    return Input(list(items), len(report.errors))
+
+
+def finished(skipped_lines: int) -> int:
+    """The exit code of a command that did its work: 3 if it skipped bad input lines."""
+    if skipped_lines:
+        warn(
+            f"{skipped_lines} bad input lines were skipped (see above); exit status "
+            f"{EXIT_SKIPPED_LINES}"
+        )
+        return EXIT_SKIPPED_LINES
+    return EXIT_OK
+
+
+def write_json(path: str | Path, data: Any, *, flag: str, kept: str) -> None:
+    """Write a JSON file a flag named; ``kept`` says where the work already is if it fails."""
+    try:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(
+            f"{flag} {path} cannot be written: {exc.strerror or exc}; {kept}"
+        ) from None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    warn("summary " + json.dumps(summary))
+
+
+def check_scorer_flag(text: str) -> list[str]:
+    from bestofn.scorers import parse_scorer_names
+
+    return parse_scorer_names(text)
+
+
+Handler = Callable[[argparse.Namespace, Any], int]
+"""A command: (parsed arguments, an engine to use instead of starting one) -> exit code."""
+
+
+def scorer_help(names: Sequence[str]) -> str:
+    return ", ".join(names)

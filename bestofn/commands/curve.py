@@ -1,0 +1,271 @@
+"""``bestofn curve CONFIG``: best-of-k quality vs N and output length for each scorer, exact
+(order statistics over one pool), with bootstrap intervals; CSV, figures and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bestofn.analysis.best_of_k import CurvePoint, curve_table
+from bestofn.analysis.pool import Pool, build_pool, score_pool
+from bestofn.analysis.quality import quality_function
+from bestofn.commands.common import (
+    EXIT_INTERRUPTED,
+    add_cache,
+    finished,
+    open_cache,
+    read_input,
+)
+from bestofn.commands.plots import ORACLE_LINE, POOL_MEAN_LINE, plot
+from bestofn.config import Config, load_config, resolve_config_path
+from bestofn.console import warn
+from bestofn.engines import Engine, open_engine
+from bestofn.errors import ConfigError
+from bestofn.inputs import InstructionItem, read_instructions
+from bestofn.results import ensure_dir
+from bestofn.scorers.cache import ReconstructionCache
+
+
+def curve_rows(
+    config: Config,
+    pool: Pool,
+    qualities: Mapping[int, list[list[float]]],
+    scored: Mapping[tuple[str, int], Mapping[str, Any]],
+    token_counts: Mapping[int, float],
+) -> list[dict[str, Any]]:
+    """CSV rows: one per (scorer or oracle/random, length, k)."""
+    curve = config.curve
+    n_max = curve.n_max
+    candidates_total = len(pool.ids) * n_max
+    longest_tokens = token_counts[max(curve.lengths)] or 1.0
+    rows: list[dict[str, Any]] = []
+    for length in curve.lengths:
+        quality = qualities[length]
+        gen_per_candidate = token_counts[length]
+        gen_seconds_per_candidate = (
+            pool.seconds / candidates_total * (gen_per_candidate / longest_tokens)
+        )
+        baseline: list[CurvePoint] | None = None
+        for name in curve.scorers:
+            entry = scored[(name, length)]
+            pools = [(entry["scores"][i], quality[i]) for i in range(len(pool.ids))]
+            points = curve_table(pools, n_resamples=curve.bootstrap_resamples)
+            baseline = baseline or points
+            scoring_tokens = (entry["prompt_tokens"] + entry["output_tokens"]) / candidates_total
+            scoring_seconds = entry["seconds"] / candidates_total
+            for p in points:
+                rows.append(
+                    _row(
+                        name,
+                        length,
+                        p.k,
+                        p.selector,
+                        p.selector_low,
+                        p.selector_high,
+                        p.items,
+                        p.k * gen_per_candidate,
+                        p.k * scoring_tokens,
+                        p.k * (gen_seconds_per_candidate + scoring_seconds),
+                    )
+                )
+        assert baseline is not None
+        for p in baseline:
+            rows.append(
+                _row(
+                    ORACLE_LINE,
+                    length,
+                    p.k,
+                    p.oracle,
+                    p.oracle_low,
+                    p.oracle_high,
+                    p.items,
+                    p.k * gen_per_candidate,
+                    0.0,
+                    p.k * gen_seconds_per_candidate,
+                )
+            )
+            rows.append(
+                _row(
+                    POOL_MEAN_LINE,
+                    length,
+                    p.k,
+                    p.random,
+                    p.random_low,
+                    p.random_high,
+                    p.items,
+                    p.k * gen_per_candidate,
+                    0.0,
+                    p.k * gen_seconds_per_candidate,
+                )
+            )
+    return rows
+
+
+def _row(
+    scorer: str,
+    length: int,
+    k: int,
+    mean: float,
+    low: float,
+    high: float,
+    items: int,
+    generated: float,
+    scoring: float,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "scorer": scorer,
+        "length": length,
+        "k": k,
+        "mean": round(mean, 5),
+        "ci_low": round(low, 5),
+        "ci_high": round(high, 5),
+        "instructions": items,
+        "generated_tokens": round(generated, 1),
+        "reconstruction_tokens": round(scoring, 1),
+        "seconds": round(seconds, 3),
+    }
+
+
+CSV_FIELDS = (
+    "scorer",
+    "length",
+    "k",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "instructions",
+    "generated_tokens",
+    "reconstruction_tokens",
+    "seconds",
+)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_curve(
+    engine: Engine,
+    config: Config,
+    items: Sequence[InstructionItem],
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    cache: ReconstructionCache | None = None,
+    title: str = "",
+) -> dict[str, Any]:
+    """The whole curve job; returns a summary (paths and headline numbers)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quality = quality_function(config.curve.quality)
+    pool = build_pool(engine, config, items, out_dir / "pool.jsonl", overwrite=overwrite)
+    scored = score_pool(
+        engine, config, pool, out_dir / "scores.jsonl", overwrite=overwrite, cache=cache
+    )
+    qualities: dict[int, list[list[float]]] = {}
+    token_counts: dict[int, float] = {}
+    for length in config.curve.lengths:
+        candidates = pool.at_length(engine, length)
+        qualities[length] = [
+            [quality(instruction, c.text, record) for c in row]
+            for instruction, record, row in zip(
+                pool.instructions, pool.records, candidates, strict=True
+            )
+        ]
+        token_counts[length] = float(
+            np.mean([c.num_tokens or 0 for row in candidates for c in row])
+        )
+    rows = curve_rows(config, pool, qualities, scored, token_counts)
+    write_csv(rows, out_dir / "curve.csv")
+    figures = plot(
+        rows, out_dir, title=title or f"{len(pool.ids)} instructions, pool of {config.curve.n_max}"
+    )
+    longest = max(config.curve.lengths)
+    headline = {
+        r["scorer"]: {
+            "k": r["k"],
+            "mean": r["mean"],
+            "ci_low": r["ci_low"],
+            "ci_high": r["ci_high"],
+        }
+        for r in rows
+        if r["length"] == longest and r["k"] == config.curve.n_max
+    }
+    summary = {
+        "instructions": len(pool.ids),
+        "n_max": config.curve.n_max,
+        "lengths": list(config.curve.lengths),
+        "pool_generation_s": round(pool.seconds, 1),
+        "scoring_s": {f"{n}@{length}": s["seconds"] for (n, length), s in scored.items()},
+        "unscored": {f"{n}@{length}": s["unscored"] for (n, length), s in scored.items()},
+        "best_of_n_max_at_longest": headline,
+        "best_of_1_at_longest": next(
+            {"mean": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+            for r in rows
+            if r["length"] == longest and r["k"] == 1 and r["scorer"] == POOL_MEAN_LINE
+        ),
+        "csv": str(out_dir / "curve.csv"),
+        "figures": [str(p) for p in figures],
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def instructions_path(config: Config) -> str:
+    if config.curve.instructions is None:
+        raise ConfigError("curve.instructions must name a JSONL file of instructions, got nothing")
+    return str(resolve_config_path(config.curve.instructions, config.source, "curve.instructions"))
+
+
+def add_parser(sub: Any) -> None:
+    curve = sub.add_parser(
+        "curve",
+        help="best-of-k quality vs N and output length, per scorer, with intervals",
+        description="Generate one seeded pool of curve.n_max candidates per instruction at the "
+        "longest length, truncate it to each length, score it with every scorer, and write "
+        "exact best-of-k curves (CSV and PNG). Rerunning the same command resumes.",
+    )
+    curve.add_argument("config", metavar="CONFIG", help="YAML config with a curve: section")
+    curve.add_argument("--output-dir", metavar="DIR", help="overrides curve.output_dir")
+    curve.add_argument("--limit", type=int, metavar="K", help="only the first K instructions")
+    curve.add_argument(
+        "--overwrite", action="store_true", help="discard an earlier pool and scores"
+    )
+    add_cache(curve)
+    curve.set_defaults(handler=cmd_curve)
+
+
+def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
+    overrides = {"curve.limit": args.limit, "curve.output_dir": args.output_dir}
+    config = load_config(args.config, **overrides)
+    path = instructions_path(config)
+    source = read_input(
+        path, read_instructions(path), limit=config.curve.limit, what="instructions for the curve"
+    )
+    quality_function(config.curve.quality)  # a bad metric fails before the engine starts
+    ensure_dir(config.curve.output_dir, "curve.output_dir")
+    try:
+        with open_engine(config, engine=engine) as active:
+            summary = run_curve(
+                active,
+                config,
+                source.items,
+                Path(config.curve.output_dir),
+                overwrite=args.overwrite,
+                cache=open_cache(args, config),
+            )
+    except KeyboardInterrupt:
+        warn("interrupted; the pool and finished scores are kept; rerun the same command to go on")
+        return EXIT_INTERRUPTED
+    summary["skipped_lines"] = source.skipped_lines
+    print(json.dumps(summary, indent=2))
+    return finished(source.skipped_lines)

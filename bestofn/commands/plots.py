@@ -1,0 +1,128 @@
+"""The curve figures (matplotlib, optional): quality vs N per length, vs length at the
+largest N, and vs tokens spent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bestofn.console import warn
+
+ORACLE_LINE = "oracle_best"
+"""Expected best quality in a random k-subset (the ceiling)."""
+POOL_MEAN_LINE = "pool_mean"
+"""A uniformly random pick: the pool's mean quality, flat in k."""
+
+
+def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> list[Path]:
+    """Three PNG figures: quality vs N per length, vs length at the largest N, vs tokens."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warn("matplotlib is not installed (pip install -e '.[plot]'); CSV written, no figures")
+        return []
+    lengths = sorted({int(r["length"]) for r in rows})
+    scorers = list(dict.fromkeys(str(r["scorer"]) for r in rows))
+    styles = {ORACLE_LINE: ("black", "--"), POOL_MEAN_LINE: ("grey", ":")}
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    colours = {s: styles.get(s, (palette[i % len(palette)], "-")) for i, s in enumerate(scorers)}
+
+    def series(scorer: str, length: int) -> list[Mapping[str, Any]]:
+        return sorted(
+            (r for r in rows if r["scorer"] == scorer and r["length"] == length),
+            key=lambda r: r["k"],
+        )
+
+    paths = []
+    fig, axes = plt.subplots(
+        1, len(lengths), figsize=(4.2 * len(lengths), 3.8), sharey=True, squeeze=False
+    )
+    for ax, length in zip(axes[0], lengths, strict=True):
+        for scorer in scorers:
+            data = series(scorer, length)
+            ks = [r["k"] for r in data]
+            colour, dash = colours[scorer]
+            ax.plot(
+                ks, [r["mean"] for r in data], dash, color=colour, label=scorer, marker="o", ms=3
+            )
+            if scorer != POOL_MEAN_LINE:
+                ax.fill_between(
+                    ks,
+                    [r["ci_low"] for r in data],
+                    [r["ci_high"] for r in data],
+                    color=colour,
+                    alpha=0.12,
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"max {length} tokens")
+        ax.set_xlabel("N (candidates)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("quality (mean, 95% CI)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    paths.append(out_dir / "quality_vs_n.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    k_max = max(int(r["k"]) for r in rows)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for scorer in scorers:
+        data = [next(r for r in series(scorer, length) if r["k"] == k_max) for length in lengths]
+        colour, dash = colours[scorer]
+        ax.errorbar(
+            lengths,
+            [r["mean"] for r in data],
+            yerr=[
+                [r["mean"] - r["ci_low"] for r in data],
+                [r["ci_high"] - r["mean"] for r in data],
+            ],
+            fmt=dash,
+            color=colour,
+            marker="o",
+            ms=3,
+            capsize=3,
+            label=scorer,
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("max output tokens")
+    ax.set_ylabel(f"quality at N={k_max}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    paths.append(out_dir / "quality_vs_length.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for scorer in scorers:
+        colour, dash = colours[scorer]
+        for j, length in enumerate(lengths):
+            data = series(scorer, length)
+            tokens = [r["generated_tokens"] + r["reconstruction_tokens"] for r in data]
+            ax.plot(
+                tokens,
+                [r["mean"] for r in data],
+                dash,
+                color=colour,
+                marker="os^D"[j % 4],
+                ms=3,
+                alpha=0.4 + 0.6 * (j + 1) / len(lengths),
+                label=scorer if j == len(lengths) - 1 else None,
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("tokens spent per instruction (generation + scoring)")
+    ax.set_ylabel("quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}; markers: lengths {', '.join(map(str, lengths))}", fontsize=9)
+    fig.tight_layout()
+    paths.append(out_dir / "quality_vs_tokens.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,68 @@
+"""Engines: the protocol (``base``), in-process vLLM (``local``), FakeEngine (``fake``), the
+embedded model's files (``model_files``), and ``open_engine``, the one way to start one."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from bestofn.console import warn
+from bestofn.engines.base import (
+    Completion,
+    Engine,
+    EngineStats,
+    GenerationRequest,
+    LogprobEngine,
+    Message,
+    metered,
+    peak_rss_mib,
+)
+
+if TYPE_CHECKING:
+    from bestofn.config import Config
+
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineStats",
+    "GenerationRequest",
+    "LogprobEngine",
+    "Message",
+    "metered",
+    "open_engine",
+    "peak_rss_mib",
+]
+
+
+@contextlib.contextmanager
+def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Engine]:
+    """Start the engine ``config`` describes, yield it, and close it afterwards.
+
+    The model is resolved first (the embedded default is built on first use); the engine's
+    ``info`` then describes it for results headers. Given an ``engine``, yield that one and
+    leave it open: its owner closes it.
+    """
+    if engine is not None:
+        yield engine
+        return
+    from bestofn.engines.local import VllmEngine
+    from bestofn.engines.model_files import resolve_model
+
+    path, model = resolve_model(config.model, config.model_cache_dir)
+    warn(f"starting vLLM on {model['name']} ({path})")
+    started = VllmEngine(path, config.engine)
+    started.info = {
+        **model,
+        "path": path,
+        "device": started.device,
+        "engine_start_s": round(started.stats.start_s, 2),
+    }
+    warn(
+        f"engine ready in {started.stats.start_s:.1f} s on {started.device}, "
+        f"peak memory {peak_rss_mib() / 1024:.2f} GiB"
+    )
+    try:
+        yield started
+    finally:
+        started.close()

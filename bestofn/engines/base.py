@@ -1,0 +1,122 @@
+"""The Engine seam: the protocol every engine implements, its request and result values,
+and the accounting helpers (``metered``, ``peak_rss_mib``)."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt (already chat-formatted) and how to sample from it."""
+
+    prompt: str
+    n: int = 1
+    max_tokens: int = 128
+    temperature: float = 0.0
+    """0 decodes greedily."""
+    top_p: float = 1.0
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    """Constrain the reply to this JSON schema where the engine supports it."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None
+
+
+@dataclass
+class EngineStats:
+    """Accounting an engine keeps over its life."""
+
+    start_s: float = 0.0
+    calls: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    generate_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What bestofn needs from an inference engine."""
+
+    model_id: str
+    stats: EngineStats
+    info: dict[str, Any]
+    """What results headers say about the model (name, path, device, build manifest...)."""
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """Apply the model's chat template and open the assistant turn."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The first ``max_tokens`` tokens of ``text``, decoded back to a string."""
+        ...
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of generated token ids (special tokens dropped)."""
+        ...
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: str | None = None
+    ) -> list[list[Completion]]:
+        """Run every request in one batched call; result i holds request i's n completions.
+
+        ``progress`` names a progress bar to show; None shows none.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...
+
+
+@runtime_checkable
+class LogprobEngine(Engine, Protocol):
+    """An engine that can also score given text by teacher forcing (no decoding)."""
+
+    def continuation_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+    ) -> list[list[float]]:
+        """For each (prompt, continuation): the log-probability of every continuation token
+        given the prompt and the continuation tokens before it, in one batched call."""
+        ...
+
+
+@contextlib.contextmanager
+def metered(engine: Engine | None) -> Iterator[dict[str, float]]:
+    """Measure the block: on exit the yielded dict holds ``seconds`` (3 decimals) and, with
+    an engine, the ``prompt_tokens`` and ``output_tokens`` it processed meanwhile."""
+    before = (engine.stats.prompt_tokens, engine.stats.output_tokens) if engine else (0, 0)
+    started = time.perf_counter()
+    usage: dict[str, float] = {}
+    try:
+        yield usage
+    finally:
+        usage["seconds"] = round(time.perf_counter() - started, 3)
+        if engine is not None:
+            usage["prompt_tokens"] = engine.stats.prompt_tokens - before[0]
+            usage["output_tokens"] = engine.stats.output_tokens - before[1]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
