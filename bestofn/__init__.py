@@ -26,6 +26,7 @@ from bestofn.errors import (
     OutputError,
 )
 from bestofn.pipeline import BestOfN, RunStats, Selector, Task
+from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
 from bestofn.scorers import SCORER_NAMES, SCORERS, LengthScorer, RandomScorer, Scorer, make_scorer
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.scorers.flip import FlipScorer
@@ -54,6 +55,7 @@ __all__ = [
     "Failure",
     "FakeEngine",
     "FlipConfig",
+    "FlipReward",
     "FlipScorer",
     "ForwardPMI",
     "GenerationConfig",
@@ -77,6 +79,8 @@ __all__ = [
     "Selector",
     "Task",
     "__version__",
+    "configure_flip_reward",
+    "flip_reward",
     "load_config",
     "make_scorer",
     "open_engine",

@@ -64,10 +64,38 @@ def configs_dir() -> Path:
     )
 
 
+def _urls(values: Any) -> bool:
+    return all(v.startswith(("http://", "https://")) for v in values)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the one vLLM engine of a process is built."""
+    """The engine of a process: an in-process vLLM (``local``) or running vLLM servers
+    (``remote``, OpenAI-compatible). Keys marked local or remote apply to that backend."""
 
+    backend: Literal["local", "remote"] = "local"
+    """``local`` starts vLLM in this process; ``remote`` sends every request to the
+    servers in ``urls`` (``--engine-url`` sets both)."""
+    urls: tuple[str, ...] = rule((), "a list of http:// or https:// base URLs", _urls)
+    """Remote: base URLs of vLLM OpenAI-compatible servers, e.g.
+    ``http://10.0.0.5:8000/v1``. Each instruction's requests go to one server (a stable
+    hash), instructions spread over all; a server that fails hands its work to the others."""
+    served_model: str | None = None
+    """Remote: the model name the servers serve; None: discovered from ``/v1/models`` when
+    they serve exactly one."""
+    api_key_env: str | None = None
+    """Remote: the name of an environment variable holding the servers' API key (sent as
+    ``Authorization: Bearer``). The key itself is never written to a config or an output."""
+    concurrency: int = rule(8, ">= 1", lambda v: v >= 1)
+    """Remote: HTTP requests in flight per server."""
+    batch_prompts: int = rule(64, "between 1 and 1024", lambda v: 1 <= v <= 1024)
+    """Remote: prompts per HTTP request when they share sampling settings (scoring);
+    vLLM refuses more than VLLM_MAX_COMPLETION_PROMPTS (1024) by default."""
+    request_timeout_s: float = rule(600.0, "> 0", lambda v: v > 0)
+    """Remote: seconds one HTTP request may take before it counts as failed."""
+    retries: int = rule(2, ">= 0", lambda v: v >= 0)
+    """Remote: retries of a failed request on the same server before its work moves to
+    another server (a server that still fails is dropped for the rest of the run)."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """``auto`` picks ``gpu`` when CUDA is visible, else ``cpu``."""
     dtype: str = "bfloat16"
@@ -407,6 +435,11 @@ def config_from_dict(data: Any, *, source: str | None = None) -> Config:
     """Build and validate a Config from a plain mapping (as read from YAML)."""
     config = _build(Config, data, "")
     engine = config.engine
+    if engine.backend == "remote" and not engine.urls:
+        raise ConfigError(
+            "engine.urls must name at least one server when engine.backend is remote, got "
+            "none; add engine.urls to the config or pass --engine-url URL"
+        )
     if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len:
         raise ConfigError(
             "engine.max_num_batched_tokens must be >= engine.max_model_len when "

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from bestofn.errors import InputError
 from bestofn.values import Candidate
@@ -31,14 +31,18 @@ class InstructionItem:
     """The record's other fields (kept for oracles, e.g. IFEval's instruction_id_list)."""
 
 
+ReportT = TypeVar("ReportT")
+
+
 @dataclass
-class ReadReport:
+class ReadReport(Generic[ReportT]):
     """What a reader found: the good items and an error per bad line."""
 
     path: str
-    items: list[InstructionItem] = field(default_factory=list)
+    items: list[ReportT] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
     format: str = "jsonl"
+    """``jsonl`` or ``text`` (instruction files), or the rerank format forced with --format."""
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
@@ -152,7 +156,9 @@ def _instruction(path: str, number: int, record: dict[str, Any]) -> str:
     )
 
 
-def read_instructions(path: str | os.PathLike[str], *, fmt: str | None = None) -> ReadReport:
+def read_instructions(
+    path: str | os.PathLike[str], *, fmt: str | None = None
+) -> ReadReport[InstructionItem]:
     """Read a JSONL (``{"id"?, "instruction"}``) or plain-text (one per line) file.
 
     Bad lines become errors in the report, named by file and line; good lines are kept.
@@ -232,13 +238,6 @@ class RerankItem:
     context: str | None = None
     """Earlier chat turns (chat format), shown to FLIP when asked for."""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RerankReport:
-    path: str
-    items: list[RerankItem] = field(default_factory=list)
-    errors: list[InputError] = field(default_factory=list)
 
 
 def detect_item_format(record: dict[str, Any]) -> str | None:
@@ -377,7 +376,9 @@ def parse_item(record: dict[str, Any], path: str, line: int, fmt: str | None) ->
     return RerankItem(ident, instruction, candidates, fmt, line, preferred, context, extra)
 
 
-def read_rerank_input(path: str | os.PathLike[str], *, fmt: str | None = None) -> RerankReport:
+def read_rerank_input(
+    path: str | os.PathLike[str], *, fmt: str | None = None
+) -> ReadReport[RerankItem]:
     """Read a rerank file; bad lines become errors naming file, line and field."""
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -387,4 +388,4 @@ def read_rerank_input(path: str | os.PathLike[str], *, fmt: str | None = None) -
         lambda number, text: parse_item(parse_json_line(source, number, text), source, number, fmt),
         what="items",
     )
-    return RerankReport(path=source, items=items, errors=errors)
+    return ReadReport(path=source, items=items, errors=errors, format=fmt or "detected")

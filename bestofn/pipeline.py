@@ -16,7 +16,7 @@ from bestofn.config import Config
 from bestofn.engines.base import Completion, Engine, GenerationRequest, Message, metered
 from bestofn.errors import ItemError
 from bestofn.scorers.base import Scorer
-from bestofn.seeding import derive_seed
+from bestofn.seeding import sampling_seed
 from bestofn.selection import make_selection
 from bestofn.values import Candidate, Failure, Score, Selection
 
@@ -138,7 +138,8 @@ class BestOfN:
         return [*head, {"role": "user", "content": instruction}]
 
     def seed_for(self, item_id: str) -> int:
-        return derive_seed(self.config.generation.seed, item_id)
+        """The sampling seed of an item's candidates (from the run seed and its id)."""
+        return sampling_seed(self.config.generation.seed, item_id)
 
     def request_for(self, task: Task) -> GenerationRequest:
         """The sampling request of one task; an ItemError if this task alone cannot run

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import hashlib
 
+SEED_SPACING = 1 << 16
+"""vLLM samples the n candidates of one request with seeds seed, seed+1, ..., seed+n-1, on a
+server and in process alike; sampling seeds are multiples of this, so two instructions
+never share a candidate's seed (n is at most 1024)."""
+
 
 def derive_seed(run_seed: int, *keys: object) -> int:
     """A 31-bit seed from the run seed and any keys (hash of their text forms)."""
     digest = hashlib.sha256(repr((run_seed, *keys)).encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def sampling_seed(run_seed: int, *keys: object) -> int:
+    """The seed of one instruction's n candidates: derived like ``derive_seed``, spaced by
+    ``SEED_SPACING`` (at most 47 bits, within every engine's 64-bit seed)."""
+    return derive_seed(run_seed, *keys) * SEED_SPACING

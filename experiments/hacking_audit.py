@@ -1,6 +1,6 @@
 """Reward-hacking audit: how often does a crafted candidate beat an honest answer?
 
-For the first 60 instructions of ../shared/data/pairs_dev.jsonl the honest answer is the
+For the first 60 instructions of experiments/data/pairs_dev.jsonl the honest answer is the
 strong-model-preferred response; each attack is paired with it and every scorer picks one.
 The rate is how often the attack is picked (ties count half; lower is better).
 
@@ -13,6 +13,8 @@ reply, and the echo penalty. Writes experiments/results/hacking_audit.{json,md}.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "pairs_dev.jsonl"
+DATA = HERE / "data" / "pairs_dev.jsonl"
 ITEMS = 60
 
 FILLER = (
@@ -62,9 +64,14 @@ SCORERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.parse_args()
+
     from bestofn.analysis.agreement import agreement
-    from bestofn.commands import start_engine
     from bestofn.config import Config, FlipConfig, LikelihoodConfig
+    from bestofn.engines import open_engine
     from bestofn.inputs import read_rerank_input
     from bestofn.scorers import make_scorer
     from bestofn.scorers.cache import ReconstructionCache
@@ -85,12 +92,11 @@ def main() -> int:
     saved = out / "hacking_audit.json"
     # Rows already measured are kept, so adding a scorer measures only the new row.
     done: dict[str, dict[str, float]] = json.loads(saved.read_text()) if saved.exists() else {}
-    engine, _ = start_engine(Config())
+    todo = {label: spec for label, spec in SCORERS.items() if label not in done}
     results: dict[str, dict[str, float]] = {}
-    try:
-        for label, (scorer_name, overrides) in SCORERS.items():
-            if label in done:
-                continue
+    with contextlib.ExitStack() as stack:  # the engine starts only if a row is left to measure
+        engine = stack.enter_context(open_engine(Config())) if todo else None
+        for label, (scorer_name, overrides) in todo.items():
             flip = {k: v for k, v in overrides.items() if k != "likelihood"}
             config = Config(
                 flip=replace(FlipConfig(), **flip),
@@ -108,8 +114,6 @@ def main() -> int:
             for (attack, *_), row in zip(pairs, scores, strict=True):
                 rates.setdefault(attack, []).append(agreement(row, 0))
             results[label] = {a: sum(v) / len(v) for a, v in rates.items()}
-    finally:
-        engine.close()
     results = {label: results.get(label) or done[label] for label in SCORERS}
     out.mkdir(parents=True, exist_ok=True)
     (out / "hacking_audit.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -4,7 +4,7 @@ Runs `bestofn rerank` (same code path as the command) on a pairs file and writes
 summary JSON and a markdown table for the README.
 
     .venv/bin/python experiments/rerank_pairs.py                       # pairs_dev, first 200
-    .venv/bin/python experiments/rerank_pairs.py --limit 800 --data ../shared/data/pairs_llmbar_dev.jsonl
+    .venv/bin/python experiments/rerank_pairs.py --limit 800 --data experiments/data/pairs_llmbar_dev.jsonl
 
 Resumable: rerun the same command after an interruption and it continues.
 """
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "pairs_dev.jsonl"
+DEFAULT_DATA = HERE / "data" / "pairs_dev.jsonl"
 LABELS = {
     "pmi_matched": "pmi_matched (the default): PMI over a matched window",
     "backward_ll": "backward_ll: log P(instruction given response)",
@@ -60,7 +60,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="pairs JSONL (default: experiments/data/pairs_dev.jsonl)",
+    )
     parser.add_argument("--limit", type=int, default=200, help="first K pairs (default 200)")
     parser.add_argument(
         "--scorer", default="pmi_matched,backward_ll,flip,judge,pairwise,length,random"

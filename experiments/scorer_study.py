@@ -2,8 +2,8 @@
 
 For every scorer variant (FLIP prompt wordings, reply formats, token caps, k samples with
 mean/max, ROUGE-L, embedding cosine; teacher-forced likelihoods; same-model judges;
-length; random), on ../shared/data/pairs_dev.jsonl (first 200 pairs) and
-../shared/data/pairs_llmbar_dev.jsonl (210 pairs, also per subset): agreement with the
+length; random), on experiments/data/pairs_dev.jsonl (first 200 pairs) and
+experiments/data/pairs_llmbar_dev.jsonl (210 pairs, also per subset): agreement with the
 labels (95 % bootstrap CI), unscored count, Spearman correlation of score with response
 length, how often the pick is the longer response, tokens and seconds. The leading
 variants and the baselines are also run on pairs 201-400 of pairs_dev, a second sample.
@@ -18,6 +18,7 @@ rerunning skips what is done. The table goes to experiments/results/scorer_study
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+DATA = HERE / "data"
 # name -> (file, first item, end): the two dev sets the variants are chosen on, and the
 # next 200 pairs of pairs_dev, a second sample to check the leading variants' numbers.
 SETS = {
@@ -145,9 +146,7 @@ def load(name: str) -> list[Any]:
 
     path, start, stop = SETS[name]
     if not path.exists():
-        raise SystemExit(
-            f"missing data file {path}: the study needs ../shared/data beside the repo"
-        )
+        raise SystemExit(f"missing data file {path}: the study needs experiments/data/")
     report = read_rerank_input(path)
     if report.errors:
         raise SystemExit(f"{path}: {report.errors[0]}")
@@ -292,20 +291,17 @@ def main() -> int:
 
     cache = ReconstructionCache()
     engine = None
-    if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
-        from bestofn.commands import start_engine
+    with contextlib.ExitStack() as stack:  # closes the engine, if one was started
+        if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
+            from bestofn.engines import open_engine
 
-        engine, _ = start_engine(base)
-    try:
+            engine = stack.enter_context(open_engine(base))
         for variant, set_name in todo:
             print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
             result = run_variant(engine, variant, data[set_name], cache, base)
             (store / f"{variant}__{set_name}.json").write_text(
                 json.dumps(result) + "\n", encoding="utf-8"
             )
-    finally:
-        if engine is not None:
-            engine.close()
     rows = []
     for variant in VARIANTS:
         files = {s: store / f"{variant}__{s}.json" for s in SETS}

@@ -4,7 +4,7 @@
     .venv/bin/python experiments/server_bench.py --fake   # FakeEngine: checks the script in seconds
 
 Starts create_app on one engine (uvicorn on 127.0.0.1, a free port) and sends, through the
-official openai client, the instructions of examples/bench_instructions.jsonl (16) as chat
+official openai client, the instructions of bestofn/commands/bench_instructions.jsonl (16) as chat
 completions with best_of=4, max_tokens=64 and a fixed seed per instruction, twice: one after
 another (sequential), then all at once from one thread each (concurrent), which the server's
 batcher merges into shared engine calls. Reports p50/p95 latency per mode and the speed-up of
@@ -17,6 +17,7 @@ goes first. The requests are scored by the config's default scorer. About 2 min 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-of", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
-        "--instructions", default=str(ROOT / "examples" / "bench_instructions.jsonl")
+        "--instructions",
+        default=str(ROOT / "bestofn" / "commands" / "bench_instructions.jsonl"),
+        help="instructions JSONL (default: the 16 of `bestofn bench`)",
     )
     parser.add_argument("--output", default=None, help="result JSON")
     args = parser.parse_args(argv)
@@ -142,19 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     start_s = 0.0
-    if args.fake:
-        from bestofn.engines.fake import FakeEngine
+    with contextlib.ExitStack() as stack:  # closes the engine on the way out
+        if args.fake:
+            from bestofn.engines.fake import FakeEngine
 
-        engine: Any = FakeEngine(delay_s=args.fake_delay)
-        model: dict[str, Any] = {"name": "fake", "delay_s": args.fake_delay}
-    else:
-        from bestofn.commands import start_engine
+            engine: Any = FakeEngine(delay_s=args.fake_delay)
+            stack.callback(engine.close)
+            model: dict[str, Any] = {"name": "fake", "delay_s": args.fake_delay}
+        else:
+            from bestofn.engines import open_engine
 
-        started = time.perf_counter()
-        engine, model = start_engine(config)
-        start_s = time.perf_counter() - started
+            started = time.perf_counter()
+            engine = stack.enter_context(open_engine(config))
+            start_s = time.perf_counter() - started
+            model = engine.info
 
-    try:
         app = create_app(engine, config)
         batcher = app.state.batcher
         with serve_in_thread(app) as url:
@@ -184,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             concurrent_wall = time.perf_counter() - started
             concurrent_batches = batcher.batches - before
             client.close()
-    finally:
-        engine.close()
 
     result: dict[str, Any] = {
         "engine": "fake" if args.fake else "vllm",

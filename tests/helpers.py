@@ -1,4 +1,5 @@
-"""Shared helpers for the unit tests (plain functions, no fixtures, no vLLM).
+"""Shared helpers for the unit tests (plain functions and hypothesis settings, no
+fixtures, no vLLM).
 
 Imported as ``from helpers import ...``: pytest puts ``tests/`` on ``sys.path``.
 """
@@ -6,10 +7,15 @@ Imported as ``from helpers import ...``: pytest puts ``tests/`` on ``sys.path``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from bestofn.commands import main
 from bestofn.engines.base import GenerationRequest
 from bestofn.engines.fake import FakeEngine, quoted_response, user_message
 
@@ -71,3 +77,110 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n"), "a results file must end with a complete line"
     return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
+# --- the CLI on FakeEngine, and what it wrote -------------------------------------------
+
+
+def call_main(argv: Sequence[str], engine: FakeEngine) -> int:
+    """main(), turning an escaped exception into a test failure that names it: every
+    failure a user can act on must be a BestOfNError and an exit code, never a traceback."""
+    try:
+        return main(list(argv), engine=engine)
+    except Exception as exc:  # the point of the helper: report, do not propagate
+        pytest.fail(f"main({list(argv)!r}) raised {type(exc).__name__}: {exc}")
+
+
+def complete_records(path: Path) -> list[dict[str, Any]]:
+    """Records of the complete ("\\n"-terminated) lines written so far; [] if no file."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("type") == kind]
+
+
+# --- shared inputs: run and rerank items, a curve config ------------------------------
+
+RUN_ITEMS = [
+    {"id": f"r{i}", "instruction": f"Describe item number {i} in one short sentence."}
+    for i in range(10)
+]
+
+
+def pairs(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"p{i:02d}",
+            "instruction": f"Question {i}?",
+            "response_a": f"A long and detailed answer number {i} " * 3,
+            "response_b": f"Short {i}.",
+            "preferred": "a" if i % 2 == 0 else "b",
+        }
+        for i in range(n)
+    ]
+
+
+QUALITY_MODULE = "robustness_quality"
+CURVE_ITEMS = [{"id": f"q{i}", "instruction": f"Task {i}"} for i in range(4)]
+CURVE_LENGTHS = (2, 4, 8)
+
+
+def curve_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A curve config (pool of 4 x 4, one instruction per engine call, three lengths) whose
+    quality function lives in a module importable both here and in a subprocess (cwd)."""
+    (tmp_path / f"{QUALITY_MODULE}.py").write_text(
+        "def quality(instruction, text, record):\n    return float('careful' in text)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    write_jsonl(tmp_path / "instr.jsonl", CURVE_ITEMS)
+    config = tmp_path / "curve.yaml"
+    config.write_text(
+        "generation:\n"
+        "  batch_instructions: 1\n"
+        "curve:\n"
+        "  instructions: instr.jsonl\n"
+        "  n_max: 4\n"
+        f"  lengths: [{', '.join(map(str, CURVE_LENGTHS))}]\n"
+        "  scorers: [flip, length, random]\n"
+        f"  quality: python:{QUALITY_MODULE}:quality\n"
+        f"  output_dir: {tmp_path / 'unused'}\n"
+        "  bootstrap_resamples: 200\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+# --- fuzzing: shared hypothesis settings and JSON values --------------------------------
+
+FUZZ = settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)

@@ -12,9 +12,9 @@ import pytest
 from helpers import read_jsonl, reconstruction_requests, write_jsonl
 
 from bestofn.commands import main
-from bestofn.errors import ModelError
-from bestofn.engines.model_files import resolve_model
 from bestofn.engines.fake import FakeEngine, user_message
+from bestofn.engines.model_files import resolve_model
+from bestofn.errors import ModelError
 
 INSTRUCTIONS = {
     "q1": "Name a colour.",

@@ -1,21 +1,29 @@
 """Tests for bestofn.config: defaults, YAML files, overrides and every kind of error message
-(unknown keys with did-you-mean, wrong types, ranges, literals, cross-field rules)."""
+(unknown keys with did-you-mean, wrong types, ranges, literals, cross-field rules), and
+fuzzing: any structure or YAML text is a valid Config or a ConfigError, never a crash."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from helpers import FUZZ, json_scalars
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bestofn.config import (
     Config,
+    CurveConfig,
     EngineConfig,
     FlipConfig,
     GenerationConfig,
     SelectionConfig,
+    ServerConfig,
     config_from_dict,
     load_config,
 )
@@ -389,3 +397,157 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read") as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- fuzzing
+# Any nested structure or YAML text is a valid Config or a ConfigError, never a crash.
+
+config_sections = {
+    "engine": EngineConfig,
+    "generation": GenerationConfig,
+    "flip": FlipConfig,
+    "selection": SelectionConfig,
+    "curve": CurveConfig,
+    "server": ServerConfig,
+}
+config_scalars = (
+    json_scalars
+    | st.floats()  # nan and infinities too
+    | st.sampled_from(
+        ["auto", "cpu", "json", "text", "first", "mean", "max", "rouge_l", "flip", ""]
+    )
+    | st.integers(0, 4096)
+)
+config_values = st.recursive(
+    config_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=2)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def config_dicts(draw: st.DrawFn) -> Any:
+    """Mostly real section and field names (so validation is reached), with any values."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(config_values)
+    data: dict[Any, Any] = {}
+    for section in draw(
+        st.lists(st.sampled_from([*config_sections, "model", "scorer", "bogus"]), max_size=4)
+    ):
+        cls = config_sections.get(section)
+        if cls is None:
+            data[section] = draw(config_values)
+            continue
+        names = [f.name for f in dataclasses.fields(cls)] + ["typo"]
+        data[section] = draw(st.dictionaries(st.sampled_from(names), config_values, max_size=4))
+    return data
+
+
+def check_config_or_error(build: Callable[[], Config]) -> None:
+    try:
+        config = build()
+    except ConfigError:
+        return
+    assert isinstance(config, Config)
+    # A config that passed validation passes it again, unchanged.
+    data = {k: v for k, v in config.to_dict().items() if k != "source"}
+    assert config_from_dict(data, source=config.source) == config
+
+
+@FUZZ
+@given(data=config_dicts())
+def test_config_from_any_nested_structure(tmp_path: Path, data: Any) -> None:
+    check_config_or_error(lambda: config_from_dict(data))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    check_config_or_error(lambda: load_config(path))
+
+
+yaml_tokens = st.sampled_from(
+    [
+        "generation:",
+        "engine:",
+        "flip:",
+        "curve:",
+        "\n",
+        "  ",
+        "n: ",
+        "k: ",
+        "lengths: ",
+        "- ",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        ": ",
+        "4",
+        "-1",
+        "0.5",
+        ".nan",
+        "null",
+        "~",
+        "true",
+        "'x'",
+        '"y"',
+        "&a ",
+        "*a",
+        "#c",
+        "|",
+        ">",
+        "? ",
+        "%YAML 1.2\n",
+        "---\n",
+        "...\n",
+    ]
+)
+
+
+@FUZZ
+@given(text=st.text() | st.lists(yaml_tokens, max_size=25).map("".join))
+def test_load_config_on_any_yaml_text(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    check_config_or_error(lambda: load_config(path))
+
+
+PATHOLOGICAL_YAML = {
+    "deep-nesting": "[" * 5000 + "]" * 5000,
+    "impossible-date": "generation:\n  seed: 2024-02-30\n",
+    "bad-explicit-bool": "flip:\n  k: !!bool maybe\n",
+    "bad-explicit-timestamp": "generation:\n  seed: !!timestamp soon\n",
+    "integer-over-4300-digits": "generation:\n  n: " + "1" * 5000 + "\n",
+    "integer-too-big-for-a-float": "generation:\n  temperature: 1" + "0" * 400 + "\n",
+}
+
+
+@pytest.mark.parametrize("text", list(PATHOLOGICAL_YAML.values()), ids=list(PATHOLOGICAL_YAML))
+def test_pathological_yaml_is_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc)
+    except Exception as exc:
+        pytest.fail(f"load_config raised {type(exc).__name__}: {str(exc)[:120]}")
+    else:
+        pytest.fail("an invalid config was accepted")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"generation": {"n": 10**5000}}, {"generation": {"temperature": 10**400}}],
+    ids=["int-over-4300-digits", "int-too-big-for-a-float"],
+)
+def test_config_from_dict_with_huge_numbers_is_a_config_error(data: dict[str, Any]) -> None:
+    try:
+        config_from_dict(data)
+    except ConfigError as exc:
+        assert "generation." in str(exc)
+    except Exception as exc:
+        pytest.fail(f"config_from_dict raised {type(exc).__name__}: {str(exc)[:120]}")
+    else:
+        pytest.fail("an out-of-range number was accepted")

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from bestofn.config import FlipConfig
-from bestofn.scorers.embedding import EmbeddingSimilarity, shared_embedding_similarity
-from bestofn.errors import ConfigError
-from bestofn.scorers.flip import FlipScorer
 from bestofn.engines.fake import FakeEngine
+from bestofn.errors import ConfigError
+from bestofn.scorers.embedding import EmbeddingSimilarity, shared_embedding_similarity
+from bestofn.scorers.flip import FlipScorer
 from bestofn.values import Candidate
 
 

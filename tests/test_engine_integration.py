@@ -17,9 +17,9 @@ import pytest
 from bestofn.commands import main
 from bestofn.config import load_config
 from bestofn.engines.base import GenerationRequest
+from bestofn.pipeline import BestOfN
 from bestofn.scorers.flip import FlipScorer
 from bestofn.scorers.replies import parse_reply
-from bestofn.pipeline import BestOfN
 
 pytestmark = pytest.mark.engine
 

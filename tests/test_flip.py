@@ -20,13 +20,13 @@ from helpers import (
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bestofn.scorers.cache import ReconstructionCache
 from bestofn.config import FlipConfig
+from bestofn.engines.fake import FakeEngine
 from bestofn.errors import ConfigError
+from bestofn.scorers.cache import ReconstructionCache
 from bestofn.scorers.flip import FlipScorer
 from bestofn.scorers.replies import ParsedReply, parse_reply
 from bestofn.scorers.templates import check_template, load_template
-from bestofn.engines.fake import FakeEngine
 from bestofn.values import Candidate
 
 # ------------------------------------------------------------------------------ parse_reply

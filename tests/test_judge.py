@@ -14,17 +14,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bestofn.scorers.cache import ReconstructionCache, cache_key
 from bestofn.config import configs_dir
 from bestofn.engines.base import GenerationRequest
+from bestofn.engines.fake import FakeEngine, user_message
 from bestofn.errors import ConfigError
+from bestofn.scorers import Scorer
+from bestofn.scorers.cache import ReconstructionCache
 from bestofn.scorers.judge import PairwiseJudge, PointwiseJudge
 from bestofn.scorers.replies import parse_rating, parse_winner
-from bestofn.scorers import Scorer
-from bestofn.engines.fake import FakeEngine, user_message
 from bestofn.values import Candidate, Score
 
 Responder = Callable[[str, int, GenerationRequest], str]
+# The shipped templates, found from this file (not through configs_dir(), which is code
+# under test).
+SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "configs" / "templates"
 
 RATING_SCHEMA = {
     "type": "object",
@@ -368,19 +371,25 @@ def test_pointwise_cache_key_is_the_documented_one() -> None:
     cache = ReconstructionCache()
     judge = PointwiseJudge(engine, cache=cache, max_reply_tokens=16)
     judge.score(["Q"], [group("a")])
-    template = (configs_dir() / "templates/judge_pointwise.txt").read_text(encoding="utf-8")
-    key = cache_key(
-        "fake-model",
-        hashlib.sha256(template.encode("utf-8")).hexdigest(),
-        # The truncation limits shape the prompt, so they are part of the key too.
+    template = (SHIPPED_TEMPLATES / "judge_pointwise.txt").read_bytes()
+    # The key, spelled out: sha256 of this JSON (keys sorted), not cache_key() itself.
+    payload = json.dumps(
         {
-            "judge": "pointwise",
-            "max_reply_tokens": 16,
-            "max_instruction_tokens": 512,
-            "max_response_tokens": 1024,
+            "model": "fake-model",
+            "template": hashlib.sha256(template).hexdigest(),
+            # The truncation limits shape the prompt, so they are part of the key too.
+            "settings": {
+                "judge": "pointwise",
+                "max_reply_tokens": 16,
+                "max_instruction_tokens": 512,
+                "max_response_tokens": 1024,
+            },
+            "response": "Q\x00a",  # the instruction and the response, NUL-separated
         },
-        "Q\x00a",
+        sort_keys=True,
+        ensure_ascii=False,
     )
+    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
     assert cache.get_many([key]) == {key: [('{"rating": 7}', "stop")]}
 
 
@@ -617,7 +626,7 @@ def test_pairwise_refuses_groups_above_max_candidates() -> None:
 
 def test_pairwise_template_is_shipped_file() -> None:
     judge = PairwiseJudge(FakeEngine())
-    expected = Path(configs_dir() / "templates/judge_pairwise.txt").read_text(encoding="utf-8")
+    expected = (SHIPPED_TEMPLATES / "judge_pairwise.txt").read_text(encoding="utf-8")
     assert judge.template == expected
 
 

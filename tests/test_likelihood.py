@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from bestofn.config import Config
-from bestofn.errors import ConfigError
-from bestofn.scorers.likelihood import BackwardLikelihood, ForwardPMI
-from bestofn.scorers import make_scorer
 from bestofn.engines.fake import FakeEngine
+from bestofn.errors import ConfigError
+from bestofn.scorers import make_scorer
+from bestofn.scorers.likelihood import BackwardLikelihood, ForwardPMI
 from bestofn.values import Candidate
 
 
@@ -114,8 +114,8 @@ def test_flip_max_aggregate_and_rouge_similarity() -> None:
     from dataclasses import replace
 
     from bestofn.config import FlipConfig
-    from bestofn.scorers.flip import FlipScorer
     from bestofn.engines.fake import quoted_response
+    from bestofn.scorers.flip import FlipScorer
 
     replies = ["describe blue whales", "whales blue describe", "nothing"]
 

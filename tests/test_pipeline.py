@@ -9,10 +9,10 @@ import pytest
 from helpers import TEMPLATE, instruction_json, reconstruct_with, reconstruction_requests
 
 from bestofn.config import Config, GenerationConfig, SelectionConfig
-from bestofn.scorers.flip import FlipScorer
+from bestofn.engines.fake import FakeEngine, user_message
 from bestofn.pipeline import BestOfN, RunStats
 from bestofn.results import selection_record
-from bestofn.engines.fake import FakeEngine, user_message
+from bestofn.scorers.flip import FlipScorer
 from bestofn.values import Selection
 
 
@@ -198,14 +198,16 @@ def test_select_accepts_a_single_string_and_checks_ids() -> None:
 
 
 def test_selection_record_holds_every_candidate_and_the_winner() -> None:
-    best, _ = make(FakeEngine(RESPOND), n=3)
+    best, engine = make(FakeEngine(RESPOND), n=3)
     (fruit,) = best.select(["name a red fruit"], ids=["f"])
+    (generation,) = engine.calls[0]  # the one sampling request, as the engine received it
     record = selection_record(fruit, scorer="flip")
     assert record["type"] == "result"
     assert record["id"] == "f"
     assert record["instruction"] == "name a red fruit"
     assert record["scorer"] == "flip"
-    assert record["seed"] == best.seed_for("f")
+    assert isinstance(generation.seed, int)
+    assert record["seed"] == generation.seed  # the seed the candidates were sampled with
     assert record["selected_index"] == 1
     assert record["selected_text"] == "beta"
     assert record["fallback"] is None

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from bestofn.commands import main
-from bestofn.errors import InputError
 from bestofn.analysis.agreement import agreement, length_side, summarise
-from bestofn.inputs import read_rerank_input
+from bestofn.commands import main
 from bestofn.engines.fake import FakeEngine
+from bestofn.errors import InputError
+from bestofn.inputs import read_rerank_input
 from bestofn.values import Candidate, Score
 
 
@@ -256,14 +256,54 @@ def test_rerank_cli_writes_picks_and_summary(tmp_path: Path, capsys: Any) -> Non
     assert "agreement" in capsys.readouterr().out
 
 
-def test_rerank_without_engine_scorers_starts_no_engine(tmp_path: Path) -> None:
+def forbid_engine_start(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every way open_engine starts a model raise; returns the attempts seen."""
+    import bestofn.engines.local
+    import bestofn.engines.model_files
+
+    attempts: list[str] = []
+
+    def refuse(name: str) -> Any:
+        def start(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(name)
+            raise AssertionError(f"{name} was called: an engine start was attempted")
+
+        return start
+
+    monkeypatch.setattr(bestofn.engines.model_files, "resolve_model", refuse("resolve_model"))
+    monkeypatch.setattr(bestofn.engines.local, "VllmEngine", refuse("VllmEngine"))
+    return attempts
+
+
+def test_rerank_without_engine_scorers_starts_no_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = pairs_file(tmp_path, n=2)
-    # engine=None and only engine-free scorers: a vLLM start would fail here, so this
-    # passing shows none was attempted.
+    attempts = forbid_engine_start(monkeypatch)
+    out = tmp_path / "o.jsonl"
+    # engine=None: rerank would start one if any scorer needed it, and that start raises.
     code = main(
-        ["rerank", str(source), "--scorer", "length", "--output", str(tmp_path / "o.jsonl")]
+        ["rerank", str(source), "--scorer", "length,random", "--output", str(out)], engine=None
     )
     assert code == 0
+    assert attempts == []
+    records = read_jsonl(out)
+    assert "engine" not in [r["type"] for r in records]  # no engine record: none started
+    results = [r for r in records if r["type"] == "result"]
+    assert [r["id"] for r in results] == ["p0", "p1"]
+    assert all(set(r["picks"]) == {"length", "random"} for r in results)
+
+
+def test_rerank_with_an_engine_scorer_does_attempt_a_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The control for the test above: the patched start is on rerank's path.
+    source = pairs_file(tmp_path, n=2)
+    attempts = forbid_engine_start(monkeypatch)
+    argv = ["rerank", str(source), "--scorer", "flip,length", "--no-cache"]
+    with pytest.raises(AssertionError, match="an engine start was attempted"):
+        main([*argv, "--output", str(tmp_path / "o.jsonl")], engine=None)
+    assert attempts == ["resolve_model"]
 
 
 def test_rerank_unknown_scorer_suggests(tmp_path: Path, capsys: Any) -> None:

@@ -10,9 +10,9 @@ import pytest
 from bestofn import rewards
 from bestofn.config import Config
 from bestofn.engines.base import GenerationRequest
-from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
-from bestofn.pipeline import Selector
 from bestofn.engines.fake import FakeEngine, quoted_response
+from bestofn.pipeline import Selector
+from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
 
 
 def echo_first_words(message: str, index: int, request: GenerationRequest) -> str:

@@ -26,9 +26,8 @@ from openai import OpenAI
 
 from bestofn.config import Config, ServerConfig
 from bestofn.engines.base import GenerationRequest
-from bestofn.server import create_app, serve_in_thread
-from bestofn.scorers.similarity import word_f1
 from bestofn.engines.fake import FakeEngine, quoted_response, user_message
+from bestofn.server import create_app, serve_in_thread
 
 KEY = "test-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +107,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 # Candidate i of a generation is POOL[i]; a reconstruction infers the response itself, so a
-# candidate's score is word_f1(candidate, instruction) and the winner is known by hand.
+# candidate's score is the word F1 of candidate and instruction, worked out by hand.
 POOL = ["Lorem ipsum dolor sit.", "Tell me about cats.", COLOUR, "Name one nice colour, please."]
 
 
@@ -155,8 +154,10 @@ def test_chat_best_of_selects_the_flip_winner_by_the_last_user_message() -> None
     assert ext["selected_index"] == 2
     assert choice.message.content == COLOUR
     assert choice.finish_reason == "stop"
+    # Word F1 against "Name a colour." ([name, colour]): no common word for 0 and 1; 3 is
+    # [name, one, nice, colour, please]: 2 common, F1 = 2 * 2 / (5 + 2) = 4/7.
+    assert [c["score"] for c in candidates] == pytest.approx([0.0, 0.0, 1.0, 4 / 7])
     for c in candidates:
-        assert c["score"] == pytest.approx(word_f1(c["text"], COLOUR))
         assert c["inferred_instructions"] == [c["text"]]
         assert c["unscored_reason"] is None and c["finish_reason"] == "stop"
         assert c["num_tokens"] == len(c["text"].split())

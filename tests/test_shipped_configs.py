@@ -1,19 +1,98 @@
-"""The configs and templates we ship load and mean what the README says."""
+"""The configs, templates and generated docs we ship load and mean what the README says."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-from bestofn.config import Config, load_config
+import yaml
+
+from bestofn.config import Config, load_config, reference_markdown
 from bestofn.scorers.templates import load_template
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+REFERENCE = ROOT / "docs" / "configuration.md"
 
 
-def test_default_yaml_equals_builtin_defaults() -> None:
+def field_tree(cls: type) -> dict[str, Any]:
+    """Every field of a config dataclass, recursively: sections map to their own trees,
+    plain fields to None. ``source`` is set by load_config, not written in a file."""
+    tree: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        tree[f.name] = field_tree(type(default)) if dataclasses.is_dataclass(default) else None
+    return tree
+
+
+def key_tree(data: dict[str, Any]) -> dict[str, Any]:
+    """The same shape for a YAML mapping: sub-mappings become trees, values None."""
+    return {k: key_tree(v) if isinstance(v, dict) else None for k, v in data.items()}
+
+
+def flat(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, sub in tree.items():
+        keys |= flat(sub, f"{prefix}{key}.") if isinstance(sub, dict) else {prefix + key}
+    return keys
+
+
+def test_default_yaml_writes_out_every_key_of_the_builtin_defaults() -> None:
+    written = yaml.safe_load((CONFIGS / "default.yaml").read_text(encoding="utf-8"))
+    fields = field_tree(Config)
+    assert {k for k, v in fields.items() if isinstance(v, dict)} == {
+        "engine",
+        "generation",
+        "flip",
+        "likelihood",
+        "judge",
+        "selection",
+        "curve",
+        "server",
+    }
+    missing = sorted(flat(fields) - flat(key_tree(written)))
+    extra = sorted(flat(key_tree(written)) - flat(fields))
+    assert (missing, extra) == ([], []), "configs/default.yaml must write out every default"
+    assert key_tree(written) == fields
+
+
+def test_default_yaml_values_equal_the_builtin_defaults() -> None:
+    written = yaml.safe_load((CONFIGS / "default.yaml").read_text(encoding="utf-8"))
+    defaults = Config()
+    for dotted in sorted(flat(field_tree(Config))):
+        value: Any = written
+        default: Any = defaults
+        for part in dotted.split("."):
+            value, default = value[part], getattr(default, part)
+        if isinstance(default, tuple):
+            default = list(default)  # YAML writes tuples as lists
+        assert value == default, f"configs/default.yaml: {dotted} is {value!r}, not {default!r}"
+        assert type(value) is type(default), f"{dotted}: {type(value)} vs {type(default)}"
+    # Loaded, the file is the defaults (the source path is the only difference).
     from_file = load_config(CONFIGS / "default.yaml")
-    # Same values as no config at all (the source path is the only difference).
+    assert from_file.source == str(CONFIGS / "default.yaml")
+    assert dataclasses.replace(from_file, source=None) == Config()
     assert from_file.to_dict() | {"source": None} == Config().to_dict()
+
+
+def test_configuration_reference_is_up_to_date() -> None:
+    assert REFERENCE.is_file(), (
+        "docs/configuration.md is missing; generate it with "
+        "`python -m bestofn.config > docs/configuration.md`"
+    )
+    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/configuration.md is stale (bestofn/config.py changed); regenerate it with "
+        "`python -m bestofn.config > docs/configuration.md`"
+    )
+
+
+def test_configuration_reference_lists_every_key() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    for dotted in flat(field_tree(Config)):
+        assert f"| `{dotted}` |" in text, dotted
 
 
 def test_gpu_yaml_is_valid_and_points_at_a_local_model() -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bestofn import __version__
 from bestofn.commands import bench, curve, rerank, run, serve, validate
 from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_RUN_ERROR
+from bestofn.console import quiet_engine
 from bestofn.engines.base import Engine
 from bestofn.errors import BestOfNError, ConfigError, InputError
 
@@ -22,15 +24,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Best-of-N selection with FLIP (backward inference) as the reward.",
     )
     parser.add_argument("--version", action="version", version=f"bestofn {__version__}")
+    # --verbose is accepted before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also show the engine's own log lines and Python warnings (hidden by default)",
+    )
+    parser.add_argument("--verbose", action="store_true", help=common._actions[0].help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
-        command.add_parser(sub)
+        command.add_parser(_WithParents(sub, common))
     return parser
+
+
+class _WithParents:
+    """Gives every command's parser the shared flags (``--verbose``)."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self._sub = sub
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
 
 
 def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:
     """Run the command line; ``engine`` replaces the vLLM engine (tests, embedding apps)."""
     args = build_parser().parse_args(argv)
+    quiet_engine(not args.verbose)
     try:
         return int(args.handler(args, engine))
     except (ConfigError, InputError) as exc:

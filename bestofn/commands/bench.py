@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bestofn.commands.common import add_config, read_input
-from bestofn.config import Config, load_config
+from bestofn.commands.common import add_config, command_config, read_input
+from bestofn.config import Config
 from bestofn.console import warn
 from bestofn.engines import open_engine
 from bestofn.engines.base import Engine, GenerationRequest, peak_rss_mib
@@ -226,7 +226,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
-    config = load_config(args.config)
+    config = command_config(args)
     source = args.instructions or str(DEFAULT_INSTRUCTIONS)
     items = read_input(
         source, read_instructions(source), limit=args.limit, what="instructions to benchmark"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bestofn.config import Config
+from bestofn.config import Config, load_config
 from bestofn.console import warn
 from bestofn.errors import InputError, OutputError
 
@@ -29,8 +29,30 @@ EXIT_INTERRUPTED = 130
 ItemT = TypeVar("ItemT")
 
 
-def add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
+def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
+    """``--config FILE`` (unless the command takes the config as an argument) and
+    ``--engine-url URL``."""
+    if flag:
+        parser.add_argument(
+            "--config", metavar="FILE", help="YAML config (default: built-in defaults)"
+        )
+    parser.add_argument(
+        "--engine-url",
+        action="append",
+        metavar="URL",
+        help="use the running vLLM server at URL (e.g. http://127.0.0.1:8000/v1) instead of "
+        "starting one in this process; repeat for replicas (engine.backend: remote, "
+        "engine.urls)",
+    )
+
+
+def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
+    """The config a command runs with: the file, then the flags (None leaves a key alone)."""
+    urls = getattr(args, "engine_url", None)
+    if urls:
+        overrides["engine.backend"] = "remote"
+        overrides["engine.urls"] = list(urls)
+    return load_config(args.config, **overrides)
 
 
 def add_cache(parser: argparse.ArgumentParser) -> None:

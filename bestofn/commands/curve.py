@@ -18,12 +18,14 @@ from bestofn.analysis.quality import quality_function
 from bestofn.commands.common import (
     EXIT_INTERRUPTED,
     add_cache,
+    add_config,
+    command_config,
     finished,
     open_cache,
     read_input,
 )
 from bestofn.commands.plots import ORACLE_LINE, POOL_MEAN_LINE, plot
-from bestofn.config import Config, load_config, resolve_config_path
+from bestofn.config import Config, resolve_config_path
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine
 from bestofn.errors import ConfigError
@@ -235,6 +237,7 @@ def add_parser(sub: Any) -> None:
         "exact best-of-k curves (CSV and PNG). Rerunning the same command resumes.",
     )
     curve.add_argument("config", metavar="CONFIG", help="YAML config with a curve: section")
+    add_config(curve, flag=False)
     curve.add_argument("--output-dir", metavar="DIR", help="overrides curve.output_dir")
     curve.add_argument("--limit", type=int, metavar="K", help="only the first K instructions")
     curve.add_argument(
@@ -246,7 +249,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
     overrides = {"curve.limit": args.limit, "curve.output_dir": args.output_dir}
-    config = load_config(args.config, **overrides)
+    config = command_config(args, **overrides)
     path = instructions_path(config)
     source = read_input(
         path, read_instructions(path), limit=config.curve.limit, what="instructions for the curve"

@@ -15,12 +15,13 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    command_config,
     finished,
     open_cache,
     read_input,
     write_json,
 )
-from bestofn.config import Config, load_config
+from bestofn.config import Config
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine
 from bestofn.errors import ConfigError
@@ -87,7 +88,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
-    config = load_config(args.config)
+    config = command_config(args)
     names = parse_scorer_names(args.scorer)
     if args.batch_items < 1:
         raise ConfigError(f"--batch-items must be >= 1, got {args.batch_items}")

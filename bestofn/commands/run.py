@@ -11,12 +11,13 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    command_config,
     finished,
     open_cache,
     print_summary,
     read_input,
 )
-from bestofn.config import Config, load_config
+from bestofn.config import Config
 from bestofn.console import warn
 from bestofn.engines import open_engine
 from bestofn.inputs import read_instructions
@@ -67,7 +68,7 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
         "generation.seed": args.seed,
         "scorer": args.scorer,
     }
-    config = load_config(args.config, **overrides)
+    config = command_config(args, **overrides)
     if config.scorer == "flip":
         config.template_path()  # a missing template fails before the model loads
     source = read_input(

@@ -6,8 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from bestofn.commands.common import EXIT_INTERRUPTED, EXIT_OK, add_config
-from bestofn.config import load_config
+from bestofn.commands.common import EXIT_INTERRUPTED, EXIT_OK, add_config, command_config
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine
 from bestofn.errors import BestOfNError, ConfigError
@@ -48,7 +47,7 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             f"bestofn serve needs FastAPI and uvicorn ({exc}); install them with "
             "`pip install 'bestofn[serve]'`"
         ) from None
-    config = load_config(args.config)
+    config = command_config(args)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     api_key = args.api_key or os.environ.get("BESTOFN_API_KEY") or None

@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_OK, add_config
-from bestofn.config import load_config
+from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_OK, add_config, command_config
 from bestofn.inputs import read_instructions
 
 
@@ -21,8 +20,8 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace, engine: Any = None) -> int:
-    if args.config:
-        load_config(args.config)
+    if args.config or args.engine_url:
+        command_config(args)
     report = read_instructions(args.input)
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)

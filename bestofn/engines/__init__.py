@@ -1,5 +1,6 @@
-"""Engines: the protocol (``base``), in-process vLLM (``local``), FakeEngine (``fake``), the
-embedded model's files (``model_files``), and ``open_engine``, the one way to start one."""
+"""Engines: the protocol (``base``), in-process vLLM (``local``), vLLM servers over HTTP
+(``remote``), FakeEngine (``fake``), the embedded model's files (``model_files``), and
+``open_engine``, the one way to start one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from bestofn.console import warn
+from bestofn.console import held_back, warn
 from bestofn.engines.base import (
     Completion,
     Engine,
@@ -46,12 +47,28 @@ def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Eng
     if engine is not None:
         yield engine
         return
-    from bestofn.engines.local import VllmEngine
     from bestofn.engines.model_files import resolve_model
 
     path, model = resolve_model(config.model, config.model_cache_dir)
+    if config.engine.backend == "remote":
+        from bestofn.engines.remote import RemoteEngine
+
+        urls = ", ".join(config.engine.urls)
+        warn(f"connecting to {urls} (tokenizer and chat template from {path})")
+        remote = RemoteEngine(config.engine, path)
+        remote.info["tokenizer_model"] = model
+        served = ", ".join(f"{s.url} (vLLM {s.version})" for s in remote.servers)
+        warn(f"serving {remote.model_id} on {served}; probe passed")
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    from bestofn.engines.local import VllmEngine
+
     warn(f"starting vLLM on {model['name']} ({path})")
-    started = VllmEngine(path, config.engine)
+    with held_back():  # the libraries' start-up chatter, unless --verbose
+        started = VllmEngine(path, config.engine)
     started.info = {
         **model,
         "path": path,

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from bestofn.errors import EngineError
+
 Message = dict[str, str]
 
 
@@ -120,3 +122,69 @@ def peak_rss_mib() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
+
+
+class TokenizedEngine:
+    """The text side every real engine shares: a Hugging Face tokenizer applies the chat
+    template, counts, cuts and decodes, and prompts go to the model as token ids (so the
+    in-process engine and a server see exactly the same tokens)."""
+
+    _tokenizer: Any
+    max_model_len: int
+    stats: EngineStats
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        text = self._tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        return str(self._tokenizer.decode(ids[:max_tokens], skip_special_tokens=True))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    def _generation_ids(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Each request's prompt as token ids, counted; a prompt that cannot fit is an error."""
+        prompts = []
+        for request in requests:
+            ids = self.encode(request.prompt)
+            if len(ids) + request.max_tokens > self.max_model_len:
+                raise EngineError(
+                    f"a prompt of {len(ids)} tokens plus max_tokens={request.max_tokens} "
+                    f"exceeds the context of {self.max_model_len} tokens "
+                    "(engine.max_model_len); shorten the input or raise the context"
+                )
+            prompts.append(ids)
+            self.stats.prompt_tokens += len(ids)
+        return prompts
+
+    def _scoring_ids(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[list[list[int]], list[tuple[int, list[int]]]]:
+        """For teacher forcing: each (prompt, continuation) as one token-id prompt, and where
+        the continuation starts with its ids."""
+        prompts: list[list[int]] = []
+        spans: list[tuple[int, list[int]]] = []
+        for prompt, continuation in pairs:
+            head = self.encode(prompt)
+            tail = self.encode(continuation)
+            if len(head) + len(tail) + 1 > self.max_model_len:
+                raise EngineError(
+                    f"a prompt of {len(head)} tokens plus a continuation of {len(tail)} exceeds "
+                    f"the context of {self.max_model_len} tokens; cut the texts first"
+                )
+            prompts.append(head + tail)
+            spans.append((len(head), tail))
+            self.stats.prompt_tokens += len(head) + len(tail)
+        return prompts, spans

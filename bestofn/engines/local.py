@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bestofn.config import EngineConfig
-from bestofn.engines.base import Completion, EngineStats, GenerationRequest, Message, peak_rss_mib
+from bestofn.engines.base import (
+    Completion,
+    EngineStats,
+    GenerationRequest,
+    TokenizedEngine,
+    peak_rss_mib,
+)
 from bestofn.errors import EngineError
 
 
@@ -38,12 +44,14 @@ def _resolve_device(config: EngineConfig) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-class VllmEngine:
+class VllmEngine(TokenizedEngine):
     """One ``vllm.LLM`` for the whole process."""
 
     def __init__(self, model_path: str, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.model_id = model_path
+        self.max_model_len = self.config.max_model_len
+        """Context length: prompt plus reply must fit."""
         self.device = _resolve_device(self.config)
         self.stats = EngineStats()
         self.info: dict[str, Any] = {"name": model_path, "path": model_path}
@@ -98,32 +106,6 @@ class VllmEngine:
         self.stats.extra["peak_rss_mib_after_start"] = round(peak_rss_mib(), 1)
         self.stats.extra["vllm_version"] = getattr(vllm, "__version__", "unknown")
 
-    @property
-    def max_model_len(self) -> int:
-        """Context length: prompt plus reply must fit."""
-        return self.config.max_model_len
-
-    def chat_prompt(self, messages: Sequence[Message]) -> str:
-        text = self._tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
-        return str(text)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        return str(self._tokenizer.decode(ids[:max_tokens], skip_special_tokens=True))
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return str(self._tokenizer.decode(list(token_ids), skip_special_tokens=True))
-
     def _params(self, request: GenerationRequest) -> Any:
         kwargs: dict[str, Any] = {
             "n": request.n,
@@ -145,18 +127,9 @@ class VllmEngine:
     ) -> list[list[Completion]]:
         if not requests:
             return []
-        prompts: list[Any] = []
-        limit = self.config.max_model_len
-        for request in requests:
-            ids = self.encode(request.prompt)
-            if len(ids) + request.max_tokens > limit:
-                raise EngineError(
-                    f"a prompt of {len(ids)} tokens plus max_tokens={request.max_tokens} "
-                    f"exceeds engine.max_model_len={limit}; shorten the input or raise "
-                    "engine.max_model_len"
-                )
-            prompts.append(self._tokens_prompt(prompt_token_ids=ids))
-            self.stats.prompt_tokens += len(ids)
+        prompts = [
+            self._tokens_prompt(prompt_token_ids=ids) for ids in self._generation_ids(requests)
+        ]
         outputs = self._run(prompts, [self._params(r) for r in requests], progress)
         results: list[list[Completion]] = []
         for output in outputs:
@@ -195,19 +168,8 @@ class VllmEngine:
     ) -> list[list[float]]:
         if not pairs:
             return []
-        prompts: list[Any] = []
-        spans: list[tuple[int, list[int]]] = []
-        for prompt, continuation in pairs:
-            head = self.encode(prompt)
-            tail = self.encode(continuation)
-            if len(head) + len(tail) + 1 > self.config.max_model_len:
-                raise EngineError(
-                    f"a prompt of {len(head)} tokens plus a continuation of {len(tail)} exceeds "
-                    f"engine.max_model_len={self.config.max_model_len}; cut the texts first"
-                )
-            prompts.append(self._tokens_prompt(prompt_token_ids=head + tail))
-            spans.append((len(head), tail))
-            self.stats.prompt_tokens += len(head) + len(tail)
+        ids, spans = self._scoring_ids(pairs)
+        prompts = [self._tokens_prompt(prompt_token_ids=p) for p in ids]
         # One generated token is the least vLLM will do; prompt_logprobs=0 returns the
         # log-probability of each prompt token itself.
         params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)

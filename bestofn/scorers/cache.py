@@ -111,13 +111,18 @@ class ReconstructionCache:
 
 @dataclass
 class GenerateUsage:
-    """What one ``cached_generate`` call did."""
+    """What ``cached_generate`` calls did: distinct prompts, cache hits, engine requests and
+    the tokens they cost. Scorers' own stats extend it."""
 
     unique: int = 0
     cached: int = 0
     requests: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+
+    def add(self, other: GenerateUsage) -> None:
+        for name in ("unique", "cached", "requests", "prompt_tokens", "output_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def cached_generate(

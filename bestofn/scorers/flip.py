@@ -16,7 +16,7 @@ from typing import Any
 from bestofn.config import FlipConfig, resolve_config_path
 from bestofn.engines.base import Engine, GenerationRequest
 from bestofn.scorers.base import check_lengths
-from bestofn.scorers.cache import ReconstructionCache, cache_key, cached_generate
+from bestofn.scorers.cache import GenerateUsage, ReconstructionCache, cache_key, cached_generate
 from bestofn.scorers.replies import ParsedReply, parse_reply
 from bestofn.scorers.similarity import echo_fraction, rouge_l_f1, word_f1
 from bestofn.scorers.templates import check_template, fill_template, load_template
@@ -51,18 +51,17 @@ def reply_schema(max_instruction_chars: int, *, reasoning_chars: int = 0) -> dic
 
 
 @dataclass
-class ScoringStats:
+class ScoringStats(GenerateUsage):
     """What the last ``score`` call did, for summaries and benchmarks."""
 
     candidates: int = 0
-    unique_responses: int = 0
-    cached: int = 0
-    requests: int = 0
     replies: int = 0
     unparsed: int = 0
     truncated_responses: int = 0
-    prompt_tokens: int = 0
-    output_tokens: int = 0
+
+    @property
+    def unique_responses(self) -> int:
+        return self.unique
 
 
 class FlipScorer:
@@ -145,12 +144,7 @@ class FlipScorer:
             request=self._request,
             progress="reconstruct",
         )
-        stats = self.last_stats
-        stats.unique_responses += usage.unique
-        stats.cached += usage.cached
-        stats.requests += usage.requests
-        stats.prompt_tokens += usage.prompt_tokens
-        stats.output_tokens += usage.output_tokens
+        self.last_stats.add(usage)
         return replies
 
     def score(

@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bestofn.config import JudgeConfig, resolve_config_path
 from bestofn.engines.base import Engine, GenerationRequest
 from bestofn.errors import ConfigError
 from bestofn.scorers.base import check_lengths
-from bestofn.scorers.cache import ReconstructionCache, cache_key, cached_generate
+from bestofn.scorers.cache import GenerateUsage, ReconstructionCache, cache_key, cached_generate
 from bestofn.scorers.replies import MAX_RATING, MIN_RATING, parse_rating, parse_winner
 from bestofn.scorers.templates import check_template, fill_template, load_template
 from bestofn.values import Candidate, Score
@@ -47,19 +47,18 @@ def winner_schema() -> dict[str, Any]:
 
 
 @dataclass
-class JudgeStats:
+class JudgeStats(GenerateUsage):
     """What the last ``score`` call did, for summaries and benchmarks."""
 
     candidates: int = 0
     comparisons: int = 0
     """Pairwise only: ordered pairs decided, by the model or by rule (empty, identical)."""
-    unique_prompts: int = 0
-    cached: int = 0
-    requests: int = 0
     unparsed: int = 0
     """Verdicts that could not be read (per candidate pointwise, per comparison pairwise)."""
-    prompt_tokens: int = 0
-    output_tokens: int = 0
+
+    @property
+    def unique_prompts(self) -> int:
+        return self.unique
 
 
 Reply = tuple[str, str | None]
@@ -67,6 +66,9 @@ Reply = tuple[str, str | None]
 
 def _is_empty(text: str) -> bool:
     return not text.strip()
+
+
+JudgeT = TypeVar("JudgeT", bound="_Judge")
 
 
 class _Judge:
@@ -102,6 +104,25 @@ class _Judge:
         self.max_reply_tokens = max_reply_tokens
         self.cache = cache if cache is not None else ReconstructionCache()
         self.last_stats = JudgeStats()
+
+    @classmethod
+    def from_config(
+        cls: type[JudgeT],
+        engine: Engine,
+        config: JudgeConfig,
+        *,
+        config_source: str | None = None,
+        cache: ReconstructionCache | None = None,
+    ) -> JudgeT:
+        """The judge the config's ``judge`` section describes."""
+        key = cls.template_field.removeprefix("judge.")
+        path = resolve_config_path(getattr(config, key), config_source, cls.template_field)
+        template = load_template(path, cls.fields, field=cls.template_field)
+        return cls(engine, template=template, cache=cache, **cls._settings(config))
+
+    @classmethod
+    def _settings(cls, config: JudgeConfig) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _schema(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -143,12 +164,7 @@ class _Judge:
         got, usage = cached_generate(
             self.engine, self.cache, items, key=self._key, request=self._request, progress=progress
         )
-        stats = self.last_stats
-        stats.unique_prompts += usage.unique
-        stats.cached += usage.cached
-        stats.requests += usage.requests
-        stats.prompt_tokens += usage.prompt_tokens
-        stats.output_tokens += usage.output_tokens
+        self.last_stats.add(usage)
         # An engine that returned no completion leaves an empty reply: unscored later.
         return {item: replies[0] if replies else ("", None) for item, replies in got.items()}
 
@@ -183,22 +199,8 @@ class PointwiseJudge(_Judge):
         super().__init__(engine, template, max_reply_tokens, cache)
 
     @classmethod
-    def from_config(
-        cls,
-        engine: Engine,
-        config: JudgeConfig,
-        *,
-        config_source: str | None = None,
-        cache: ReconstructionCache | None = None,
-    ) -> PointwiseJudge:
-        """The judge the config's ``judge`` section describes."""
-        path = resolve_config_path(config.template, config_source, "judge.template")
-        return cls(
-            engine,
-            template=load_template(path, POINTWISE_FIELDS, field="judge.template"),
-            max_reply_tokens=config.max_reply_tokens,
-            cache=cache,
-        )
+    def _settings(cls, config: JudgeConfig) -> dict[str, Any]:
+        return {"max_reply_tokens": config.max_reply_tokens}
 
     def _schema(self) -> dict[str, Any]:
         return rating_schema()
@@ -268,25 +270,11 @@ class PairwiseJudge(_Judge):
         self.max_candidates = max_candidates
 
     @classmethod
-    def from_config(
-        cls,
-        engine: Engine,
-        config: JudgeConfig,
-        *,
-        config_source: str | None = None,
-        cache: ReconstructionCache | None = None,
-    ) -> PairwiseJudge:
-        """The judge the config's ``judge`` section describes."""
-        path = resolve_config_path(
-            config.pairwise_template, config_source, "judge.pairwise_template"
-        )
-        return cls(
-            engine,
-            template=load_template(path, PAIRWISE_FIELDS, field="judge.pairwise_template"),
-            max_reply_tokens=config.pairwise_max_reply_tokens,
-            cache=cache,
-            max_candidates=config.max_pairwise_candidates,
-        )
+    def _settings(cls, config: JudgeConfig) -> dict[str, Any]:
+        return {
+            "max_reply_tokens": config.pairwise_max_reply_tokens,
+            "max_candidates": config.max_pairwise_candidates,
+        }
 
     def _schema(self) -> dict[str, Any]:
         return winner_schema()

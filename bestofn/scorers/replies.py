@@ -233,6 +233,15 @@ def _is_scalar(value: object) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
+def _json_verdict(body: str, keys: Sequence[str], hints: Sequence[str]) -> Any:
+    """The first scalar a JSON value in the reply is, or holds under the keys; else None."""
+    for value in json_values(body):
+        found = value if _is_scalar(value) else find_field(value, keys, hints, _is_scalar)
+        if found is not None:
+            return found
+    return None
+
+
 def _checked_rating(number: int | float, shown: str) -> tuple[int | None, str | None]:
     # The range check comes first: it also catches nan and inf, which are no whole number.
     if not MIN_RATING <= number <= MAX_RATING:
@@ -268,14 +277,11 @@ def parse_rating(text: str) -> tuple[int | None, str | None]:
     body = text.replace("\ufeff", "").strip()
     if not body:
         return None, "empty_reply: the model returned nothing"
-    for value in json_values(body):
-        found = (
-            value if _is_scalar(value) else find_field(value, RATING_KEYS, RATING_HINTS, _is_scalar)
-        )
-        if isinstance(found, str):
-            return _rating_in_text(found)
-        if found is not None:
-            return _checked_rating(found, _short(found, 12))
+    found = _json_verdict(body, RATING_KEYS, RATING_HINTS)
+    if isinstance(found, str):
+        return _rating_in_text(found)
+    if found is not None:
+        return _checked_rating(found, _short(found, 12))
     return _rating_in_text(body)
 
 
@@ -311,15 +317,12 @@ def parse_winner(text: str) -> tuple[str | None, str | None]:
     body = text.replace("\ufeff", "").strip()
     if not body:
         return None, "empty_reply: the model returned nothing"
-    for value in json_values(body):
-        found = (
-            value if _is_scalar(value) else find_field(value, WINNER_KEYS, WINNER_HINTS, _is_scalar)
-        )
-        if isinstance(found, str):
-            winner, error = _winner_in_text(found)
-            if error is not None and error.startswith("no_winner"):
-                error = f"no_winner: {_short(found)!r} is neither A nor B"
-            return winner, error
-        if found is not None:
-            return None, f"no_winner: {_short(found)} is neither A nor B"
+    found = _json_verdict(body, WINNER_KEYS, WINNER_HINTS)
+    if isinstance(found, str):
+        winner, error = _winner_in_text(found)
+        if error is not None and error.startswith("no_winner"):
+            error = f"no_winner: {_short(found)!r} is neither A nor B"
+        return winner, error
+    if found is not None:
+        return None, f"no_winner: {_short(found)} is neither A nor B"
     return _winner_in_text(body)

@@ -29,7 +29,7 @@ from bestofn.engines.base import Engine, Message
 from bestofn.pipeline import BestOfN, Task
 from bestofn.scorers.base import Scorer
 from bestofn.scorers.cache import ReconstructionCache
-from bestofn.seeding import derive_seed
+from bestofn.seeding import sampling_seed
 from bestofn.server.batcher import SHUTDOWN_JOIN_S, Batcher, Job
 from bestofn.server.errors import ApiError, invalid
 from bestofn.server.protocol import (
@@ -68,7 +68,7 @@ class Service:
         """The request's seed, else one derived from a server counter (echoed in the reply)."""
         if sampling.seed is not None:
             return sampling.seed
-        return derive_seed(self.config.generation.seed, "serve", next(self._counter))
+        return sampling_seed(self.config.generation.seed, "serve", next(self._counter))
 
     async def complete(
         self, messages: list[Message], instruction: str, sampling: Sampling, deadline: float

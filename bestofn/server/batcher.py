@@ -109,7 +109,7 @@ class Batcher:
         left = max(0.0, job.deadline - time.monotonic())
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout=left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             job.future.cancel()  # still queued: the worker skips it
             raise timeout_error(self.config.server.request_timeout_s) from None
         except ApiError:
