@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# The configuration reference is generated from the field docs in bestofn/config.py.
+docs: install
+	$(BIN)/python -c "from bestofn.config import reference_markdown as r; print(r(), end='')" > docs/configuration.md
 
 bench: install
 	$(BIN)/bestofn bench --output bench.json

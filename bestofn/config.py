@@ -1,6 +1,6 @@
 """Run configuration: frozen dataclasses built from YAML. Each field carries its docstring
 right under it and its validation rule beside it; the docs' configuration reference is
-generated from both (``python -m bestofn.config``).
+generated from both (``make docs``).
 
 Errors name the field, the rule and the value ("generation.n must be >= 1, got 0").
 """
@@ -98,8 +98,11 @@ class EngineConfig:
     another server (a server that still fails is dropped for the rest of the run)."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
     """``auto`` picks ``gpu`` when CUDA is visible, else ``cpu``."""
-    dtype: str = "bfloat16"
-    """Weights and activations dtype passed to vLLM (``auto``, ``bfloat16``, ``float16``...)."""
+    dtype: str = "auto"
+    """Weights and activations dtype passed to vLLM (``bfloat16``, ``float16``,
+    ``float32``...). ``auto``: on a CPU, ``bfloat16`` where it has native bf16 (AVX-512 BF16
+    or AMX), else ``float32`` (emulated bf16 is several times slower than float32); on a
+    GPU, the model's own dtype."""
     max_model_len: int = rule(2048, ">= 64", lambda v: v >= 64)
     """Context length in tokens; prompt plus reply must fit."""
     max_num_seqs: int = rule(64, ">= 1", lambda v: v >= 1)
@@ -549,7 +552,7 @@ def reference_markdown() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the field docs in `bestofn/config.py` by `python -m bestofn.config`;",
+        "Generated from the field docs in `bestofn/config.py` by `make docs`;",
         "a test fails when this file is stale. `configs/default.yaml` writes out every default.",
         "",
     ]
@@ -583,7 +586,3 @@ def _reference_row(key: str, value: Any, meta: Any, doc: str) -> str:
     must_be = meta.get("must_be", "")
     cells = [f"`{key}`", f"`{_yaml_value(value)}`", must_be, doc]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
-if __name__ == "__main__":
-    print(reference_markdown(), end="")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from vllm_servers import VllmServer
 
 from bestofn.engines.model_files import cache_dir
 
@@ -37,3 +38,33 @@ def real_engine() -> Iterator[Any]:
     engine = VllmEngine(path, EngineConfig(max_model_len=2048, max_num_seqs=64))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> str:
+    from bestofn.engines.model_files import resolve_model
+
+    path, _ = resolve_model(None, MODEL_CACHE)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """One real `vllm serve` for the whole session."""
+    server = VllmServer(model_dir, str(tmp_path_factory.mktemp("vllm-a")))
+    try:
+        yield server.wait()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def second_vllm_server(
+    model_dir: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VllmServer]:
+    """A second replica, for the two-server and kill-one-server tests."""
+    server = VllmServer(model_dir, str(tmp_path_factory.mktemp("vllm-b")))
+    try:
+        yield server.wait()
+    finally:
+        server.stop()

@@ -97,9 +97,9 @@ def test_missing_api_key_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPat
 def test_remote_backend_needs_urls() -> None:
     from bestofn.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="engine.urls must name at least one server"):
+    with pytest.raises(ConfigError, match=r"engine\.urls must name at least one server"):
         load_config(None, **{"engine.backend": "remote"})
-    with pytest.raises(ConfigError, match="engine.urls must be a list of http"):
+    with pytest.raises(ConfigError, match=r"engine\.urls must be a list of http"):
         load_config(None, **{"engine.urls": ["10.0.0.1:8000"]})
 
 
@@ -128,7 +128,7 @@ def test_generation_sends_token_ids_n_and_the_seed_and_reads_token_ids() -> None
         True,
     )
     assert len(completions) == 3
-    for child, completion in enumerate(completions):
+    for completion in completions:
         # The fake answers words 1-3 of the prompt and a draft number from seed + child.
         assert completion.text.startswith("Name a colour.")
         assert completion.token_ids == tuple(server.tokenizer.encode(completion.text))
@@ -213,7 +213,7 @@ def test_no_server_left_is_an_engine_error_that_says_resume() -> None:
     engine = engine_on(*pair)
     for s in pair:
         s.always = "500"
-    with pytest.raises(EngineError, match="no server is left.*--resume"):
+    with pytest.raises(EngineError, match=r"no server is left.*--resume"):
         engine.generate([GenerationRequest(prompt="<user> hi <assistant>", seed=0)])
 
 

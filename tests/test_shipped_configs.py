@@ -79,13 +79,9 @@ def test_default_yaml_values_equal_the_builtin_defaults() -> None:
 
 
 def test_configuration_reference_is_up_to_date() -> None:
-    assert REFERENCE.is_file(), (
-        "docs/configuration.md is missing; generate it with "
-        "`python -m bestofn.config > docs/configuration.md`"
-    )
+    assert REFERENCE.is_file(), "docs/configuration.md is missing; generate it with `make docs`"
     assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
-        "docs/configuration.md is stale (bestofn/config.py changed); regenerate it with "
-        "`python -m bestofn.config > docs/configuration.md`"
+        "docs/configuration.md is stale (bestofn/config.py changed); regenerate it with `make docs`"
     )
 
 

@@ -73,6 +73,7 @@ def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Eng
         **model,
         "path": path,
         "device": started.device,
+        "dtype": started.dtype,
         "engine_start_s": round(started.stats.start_s, 2),
     }
     warn(

@@ -34,6 +34,25 @@ def _set_cpu_environment(config: EngineConfig) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes in bf16 natively (AVX-512 BF16 or AMX)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The dtype vLLM gets: ``auto`` on a CPU is bf16 only where the CPU has it natively."""
+    if dtype != "auto":
+        return dtype
+    if device == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return "auto"
+
+
 def _resolve_device(config: EngineConfig) -> str:
     if config.device != "auto":
         return config.device
@@ -53,6 +72,7 @@ class VllmEngine(TokenizedEngine):
         self.max_model_len = self.config.max_model_len
         """Context length: prompt plus reply must fit."""
         self.device = _resolve_device(self.config)
+        self.dtype = resolve_dtype(self.config.dtype, self.device)
         self.stats = EngineStats()
         self.info: dict[str, Any] = {"name": model_path, "path": model_path}
         if self.device == "cpu":
@@ -70,7 +90,7 @@ class VllmEngine(TokenizedEngine):
         kwargs: dict[str, Any] = {
             "model": model_path,
             "tokenizer": model_path,
-            "dtype": self.config.dtype,
+            "dtype": self.dtype,
             "max_model_len": self.config.max_model_len,
             "max_num_seqs": self.config.max_num_seqs,
             "max_num_batched_tokens": self.config.max_num_batched_tokens,
