@@ -122,8 +122,9 @@ class FakeServer:
             keys = list(schema.get("properties", {}))
             if keys == ["probe"]:
                 return '{"probe": "bestofn-structured-ok"}'
-            quoted = re.search(r"<response>(.*?)</response>", " ".join(words))
-            guess = quoted.group(1).strip() if quoted else "unknown"
+            # The last quoted block is the response (the template names the markers first).
+            quoted = re.findall(r"<response>(.*?)</response>", " ".join(words))
+            guess = quoted[-1].strip() if quoted else "unknown"
             return json.dumps({keys[0]: " ".join(guess.split()[:6])})
         if schema is not None:
             return "Sure! Here is some text instead of JSON."

@@ -184,3 +184,8 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
+
+
+def word_count(instruction: str, text: str, record: Mapping[str, Any]) -> float:
+    """A curve quality for tests: the candidate's number of words."""
+    return float(len(text.split()))

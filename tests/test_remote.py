@@ -260,3 +260,61 @@ def test_best_of_n_runs_unchanged_on_the_remote_engine() -> None:
     selections = BestOfN(engine, config=config).select(["Name a colour.", "Say hi."])
     assert [len(s.candidates) for s in selections] == [3, 3]
     assert all(s.index is not None and s.unscored == 0 for s in selections)
+
+
+def test_every_command_and_wrapper_runs_on_the_remote_engine(tmp_path: Path) -> None:
+    from bestofn import FlipReward, Selector
+    from bestofn.server import create_app
+
+    pair = servers(2)
+    engine = engine_on(*pair)
+    # Selector and the RL reward: score given candidates through the servers.
+    picked = Selector(engine, load_config(None, scorer="flip")).select(
+        "Name a colour.", ["Name a colour: blue.", "I like trains."]
+    )
+    assert picked.index == 0 and all(s.value is not None for s in picked.scores)
+    rewards = FlipReward(engine)(["Name a colour."], ["Name a colour: blue."])
+    assert len(rewards) == 1 and 0.0 < rewards[0] <= 1.0
+    # rerank and curve through the CLI with the engine injected.
+    rerank_in = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "instruction": "Say hi.",
+                "response_a": "hi there",
+                "response_b": "Say hi. hi",
+                "preferred": "b",
+            }
+        ],
+    )
+    out = tmp_path / "rerank.jsonl"
+    argv = [
+        "rerank",
+        str(rerank_in),
+        "--scorer",
+        "pmi_matched,flip",
+        "--output",
+        str(out),
+        "--no-cache",
+    ]
+    assert main(argv, engine=engine) == 0
+    (record,) = [r for r in read_jsonl(out) if r["type"] == "result"]
+    assert set(record["picks"]) == {"pmi_matched", "flip"}
+    write_jsonl(tmp_path / "items.jsonl", [{"id": "a", "instruction": "Name a fruit."}])
+    config = tmp_path / "curve.yaml"
+    config.write_text(
+        "curve:\n  instructions: items.jsonl\n  n_max: 2\n  lengths: [4, 8]\n"
+        "  scorers: [pmi_matched, random]\n  quality: python:helpers:word_count\n"
+        f"  output_dir: {tmp_path / 'curve'}\n  bootstrap_resamples: 100\n"
+    )
+    assert main(["curve", str(config), "--no-cache"], engine=engine) == 0
+    assert (tmp_path / "curve" / "curve.csv").is_file()
+    # The server as a best-of-N proxy in front of the vLLM servers.
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(engine, load_config(None, scorer="flip"))) as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "Name a colour."}], "n": 2, "seed": 3},
+        ).json()
+    assert reply["model"] == "fake-vllm" and len(reply["bestofn"]["candidates"]) == 2
