@@ -36,6 +36,9 @@ class RunStats:
     generated_tokens: int = 0
     scoring_prompt_tokens: int = 0
     scoring_output_tokens: int = 0
+    tokens_from_generation: int = 0
+    """Response tokens a scorer read from the sampling call instead of teacher-forcing
+    them again (the prefill the run saved)."""
     prompt_tokens: dict[int, int] = field(default_factory=dict)
     """Generation prompt tokens of each task, by its position in the call."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +55,7 @@ class RunStats:
             "generated_tokens",
             "scoring_prompt_tokens",
             "scoring_output_tokens",
+            "tokens_from_generation",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -78,14 +82,17 @@ class Task:
     """None: derived from the run seed and ``id``."""
 
 
-def candidates_from(completions: Sequence[Completion]) -> list[Candidate]:
-    """An engine's completions as candidates (token counts and ids kept)."""
+def candidates_from(completions: Sequence[Completion], prompt: str) -> list[Candidate]:
+    """An engine's completions as candidates (token counts, ids, log-probabilities and the
+    prompt they were sampled after kept)."""
     return [
         Candidate(
             text=c.text,
             num_tokens=len(c.token_ids),
             finish_reason=c.finish_reason,
             token_ids=c.token_ids,
+            logprobs=c.logprobs,
+            prompt=prompt,
         )
         for c in completions
     ]
@@ -118,6 +125,9 @@ class BestOfN:
         self._cache = cache
         self.progress = progress
         """The name of generation's progress bar; None shows none (the server)."""
+        self.want_logprobs: bool | None = None
+        """Ask generation for the sampled tokens' log-probabilities; None: when the scorer
+        reads them (``uses_generation_logprobs``)."""
         self.last_stats = RunStats()
 
     @property
@@ -178,8 +188,14 @@ class BestOfN:
             temperature=gen.temperature if task.temperature is None else task.temperature,
             top_p=gen.top_p if task.top_p is None else task.top_p,
             seed=seed,
+            logprobs=self._wants_logprobs(),
         )
         return request, tokens
+
+    def _wants_logprobs(self) -> bool:
+        if self.want_logprobs is not None:
+            return self.want_logprobs
+        return bool(getattr(self.scorer, "uses_generation_logprobs", False))
 
     def generate(
         self,
@@ -219,7 +235,7 @@ class BestOfN:
             stats.generation_s += usage["seconds"]
             stats.generated_tokens += int(usage["output_tokens"])
             for i, completions in zip(requests, outputs, strict=True):
-                pools[i] = candidates_from(completions)
+                pools[i] = candidates_from(completions, requests[i].prompt)
         return pools, failures
 
     # --- scoring and selection -------------------------------------------------------
@@ -254,6 +270,8 @@ class BestOfN:
         stats.scoring_prompt_tokens += int(usage.get("prompt_tokens", 0))
         stats.scoring_output_tokens += int(usage.get("output_tokens", 0))
         stats.candidates += sum(len(g) for g in candidates)
+        scorer_stats = getattr(scorer, "last_stats", None)
+        stats.tokens_from_generation += int(getattr(scorer_stats, "tokens_from_generation", 0))
         return scores
 
     def score_and_select(

@@ -20,6 +20,11 @@ class Candidate:
     """``stop`` (the model ended it), ``length`` (hit max_tokens), or None if unknown."""
     token_ids: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
     """The generated token ids, when bestofn sampled the candidate itself."""
+    logprobs: tuple[float, ...] | None = field(default=None, repr=False, compare=False)
+    """log P(token | prompt, earlier tokens) of each generated token, when the sampling
+    call returned them (scorers that need these values read them instead of recomputing)."""
+    prompt: str | None = field(default=None, repr=False, compare=False)
+    """The chat prompt the candidate was sampled after, when bestofn sampled it."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bestofn.config import Config
+from bestofn.config import Config, GenerationConfig
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import ConfigError
 from bestofn.scorers import make_scorer
@@ -277,3 +277,50 @@ def test_pmi_matched_echo_penalty_by_hand() -> None:
     assert [s.value for s in penalised] == [pytest.approx(1.0), pytest.approx(4 / 3)]
     assert penalised[0].details["flags"] == ["echo_penalised"]
     assert "flags" not in penalised[1].details
+
+
+# ------------------------------------------------------- scores read from the sampling call
+
+
+def test_pmi_reads_the_conditional_pass_from_generation_and_forces_only_the_neutral() -> None:
+    from bestofn.pipeline import BestOfN
+
+    engine = FakeEngine()
+    config = Config(scorer="pmi_matched")
+    best = BestOfN(engine, config=config)
+    (selection,) = best.select(["Name a colour."])
+    # Generation asked for the sampled tokens' log-probabilities ...
+    assert all(r.logprobs for call in engine.calls for r in call)
+    # ... so the one teacher-forcing call holds only neutral-prompt pairs, as token ids.
+    (pairs,) = engine.logprob_calls
+    assert len(pairs) == len(selection.candidates)
+    assert all("Write a response." in prompt for prompt, _ in pairs)
+    assert all(not isinstance(continuation, str) for _, continuation in pairs)
+    saved = sum(c.num_tokens or 0 for c in selection.candidates)
+    assert best.last_stats.tokens_from_generation == saved
+    # The scores are those of teacher-forcing both passes (FakeEngine's sampled-token
+    # log-probabilities are what teacher forcing gives, by construction).
+    both = ForwardPMI(FakeEngine(), window="matched").score(
+        [selection.instruction], [[Candidate(c.text) for c in selection.candidates]]
+    )
+    assert [s.value for s in selection.scores] == [s.value for s in both[0]]
+
+
+def test_pmi_teacher_forces_both_passes_for_candidates_from_elsewhere_or_another_prompt() -> None:
+    from bestofn.pipeline import BestOfN
+
+    engine = FakeEngine()
+    scorer = ForwardPMI(engine, window="matched")
+    scorer.score(["Say hi."], [[Candidate("hi there"), Candidate("hello")]])
+    assert len(engine.logprob_calls[-1]) == 4  # given + neutral, for each
+    assert scorer.last_stats.tokens_from_generation == 0
+    # Sampled after a system prompt: the conditional pass the scorer defines (the
+    # instruction alone) is not what generation computed, so both passes run.
+    engine = FakeEngine()
+    config = Config(
+        scorer="pmi_matched", generation=GenerationConfig(n=2, system_prompt="Be terse.")
+    )
+    best = BestOfN(engine, config=config)
+    best.select(["Name a colour."])
+    assert len(engine.logprob_calls[-1]) == 4
+    assert best.last_stats.tokens_from_generation == 0

@@ -150,6 +150,7 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
             "generated_tokens": total.generated_tokens,
             "scoring_prompt_tokens": total.scoring_prompt_tokens,
             "scoring_output_tokens": total.scoring_output_tokens,
+            "scoring_tokens_from_generation": total.tokens_from_generation,
             "output": args.output,
         }
     )

@@ -29,6 +29,9 @@ class GenerationRequest:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     """Constrain the reply to this JSON schema where the engine supports it."""
+    logprobs: bool = False
+    """Also return each sampled token's log-probability under the model's raw distribution
+    (before temperature and top-p): log P(token | prompt, earlier tokens)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Completion:
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str | None
+    logprobs: tuple[float, ...] | None = None
+    """Per generated token, when the request asked for them."""
 
 
 @dataclass
@@ -94,10 +99,11 @@ class LogprobEngine(Engine, Protocol):
     """An engine that can also score given text by teacher forcing (no decoding)."""
 
     def continuation_logprobs(
-        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+        self, pairs: Sequence[tuple[str, str | Sequence[int]]], *, progress: str | None = None
     ) -> list[list[float]]:
         """For each (prompt, continuation): the log-probability of every continuation token
-        given the prompt and the continuation tokens before it, in one batched call."""
+        given the prompt and the continuation tokens before it, in one batched call. A
+        continuation is text, or token ids (e.g. the ones an engine sampled)."""
         ...
 
 
@@ -170,7 +176,7 @@ class TokenizedEngine:
         return prompts
 
     def _scoring_ids(
-        self, pairs: Sequence[tuple[str, str]]
+        self, pairs: Sequence[tuple[str, str | Sequence[int]]]
     ) -> tuple[list[list[int]], list[tuple[int, list[int]]]]:
         """For teacher forcing: each (prompt, continuation) as one token-id prompt, and where
         the continuation starts with its ids."""
@@ -178,7 +184,9 @@ class TokenizedEngine:
         spans: list[tuple[int, list[int]]] = []
         for prompt, continuation in pairs:
             head = self.encode(prompt)
-            tail = self.encode(continuation)
+            tail = (
+                self.encode(continuation) if isinstance(continuation, str) else list(continuation)
+            )
             if len(head) + len(tail) + 1 > self.max_model_len:
                 raise EngineError(
                     f"a prompt of {len(head)} tokens plus a continuation of {len(tail)} exceeds "

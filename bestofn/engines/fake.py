@@ -66,7 +66,7 @@ class FakeEngine:
         self.info: dict[str, Any] = {"name": model_id, "embedded": False}
         self.stats = EngineStats()
         self.calls: list[list[GenerationRequest]] = []
-        self.logprob_calls: list[list[tuple[str, str]]] = []
+        self.logprob_calls: list[list[tuple[str, str | Sequence[int]]]] = []
         self.closed = False
 
     def chat_prompt(self, messages: Sequence[Message]) -> str:
@@ -93,7 +93,7 @@ class FakeEngine:
         )
 
     def continuation_logprobs(
-        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+        self, pairs: Sequence[tuple[str, str | Sequence[int]]], *, progress: str | None = None
     ) -> list[list[float]]:
         """A deterministic stand-in: a continuation word scores -1 if it occurs in the
         prompt, else -5, so continuations that echo their prompt score higher."""
@@ -101,9 +101,14 @@ class FakeEngine:
         self.stats.calls += 1
         results = []
         for prompt, continuation in pairs:
-            seen = set(prompt.casefold().split())
-            results.append([-1.0 if w.casefold() in seen else -5.0 for w in continuation.split()])
+            text = continuation if isinstance(continuation, str) else self.decode(continuation)
+            results.append(self._logprobs(prompt, text))
         return results
+
+    @staticmethod
+    def _logprobs(prompt: str, text: str) -> list[float]:
+        seen = set(prompt.casefold().split())
+        return [-1.0 if w.casefold() in seen else -5.0 for w in text.split()]
 
     def close(self) -> None:
         self.closed = True
@@ -127,6 +132,10 @@ class FakeEngine:
                     text, finish = " ".join(text.split()[: request.max_tokens]), "length"
                 ids = tuple(self._token_id(word) for word in text.split())
                 self.stats.output_tokens += len(ids)
-                completions.append(Completion(text=text, token_ids=ids, finish_reason=finish))
+                # Sampled tokens' log-probabilities: what teacher forcing would give.
+                logprobs = tuple(self._logprobs(request.prompt, text)) if request.logprobs else None
+                completions.append(
+                    Completion(text=text, token_ids=ids, finish_reason=finish, logprobs=logprobs)
+                )
             results.append(completions)
         return results

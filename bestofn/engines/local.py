@@ -134,6 +134,8 @@ class VllmEngine(TokenizedEngine):
             "top_p": request.top_p if request.temperature > 0 else 1.0,
             "seed": request.seed,
         }
+        if request.logprobs:
+            kwargs["logprobs"] = 0  # the sampled token's own log-probability only
         if request.json_schema is not None:
             # No free whitespace between JSON tokens: a small model otherwise pads with
             # newlines until the token cap and the reply never closes.
@@ -157,9 +159,18 @@ class VllmEngine(TokenizedEngine):
             for choice in output.outputs:
                 token_ids = tuple(int(t) for t in choice.token_ids)
                 self.stats.output_tokens += len(token_ids)
+                logprobs = None
+                if choice.logprobs is not None:
+                    logprobs = tuple(
+                        float(step[token].logprob)
+                        for step, token in zip(choice.logprobs, token_ids, strict=True)
+                    )
                 completions.append(
                     Completion(
-                        text=choice.text, token_ids=token_ids, finish_reason=choice.finish_reason
+                        text=choice.text,
+                        token_ids=token_ids,
+                        finish_reason=choice.finish_reason,
+                        logprobs=logprobs,
                     )
                 )
             results.append(completions)
@@ -184,7 +195,7 @@ class VllmEngine(TokenizedEngine):
         return list(outputs)
 
     def continuation_logprobs(
-        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+        self, pairs: Sequence[tuple[str, str | Sequence[int]]], *, progress: str | None = None
     ) -> list[list[float]]:
         if not pairs:
             return []

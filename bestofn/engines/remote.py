@@ -371,25 +371,27 @@ class RemoteEngine(TokenizedEngine):
                 for choice in choices[k * n : (k + 1) * n]:
                     token_ids = tuple(int(t) for t in choice.get("token_ids") or ())
                     self.stats.output_tokens += len(token_ids)
+                    sampled = (choice.get("logprobs") or {}).get("token_logprobs")
                     group.append(
                         Completion(
                             text=str(choice.get("text", "")),
                             token_ids=token_ids,
                             finish_reason=choice.get("finish_reason"),
+                            logprobs=None if sampled is None else tuple(float(v) for v in sampled),
                         )
                     )
                 results[position] = group
         return results
 
     def continuation_logprobs(
-        self, pairs: Sequence[tuple[str, str]], *, progress: str | None = None
+        self, pairs: Sequence[tuple[str, str | Sequence[int]]], *, progress: str | None = None
     ) -> list[list[float]]:
         if not pairs:
             return []
         ids, spans = self._scoring_ids(pairs)
         sampling = {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0}
         calls = self._calls(
-            [(p, sampling, prompt) for p, (prompt, _) in zip(ids, pairs, strict=True)],
+            [(p, sampling, head) for p, (head, _) in zip(ids, pairs, strict=True)],
             batchable=lambda _: True,
             requests=None,
         )
@@ -426,6 +428,8 @@ class RemoteEngine(TokenizedEngine):
         }
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.logprobs:
+            body["logprobs"] = 0  # the sampled token's own log-probability only
         if request.json_schema is not None:
             body["response_format"] = _response_format(request.json_schema)
         return body

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from bestofn.config import LikelihoodConfig, resolve_config_path
@@ -29,7 +30,49 @@ def _require_logprobs(engine: object) -> LogprobEngine:
     return engine
 
 
-class BackwardLikelihood:
+@dataclass
+class LikelihoodStats:
+    """What the last ``score`` call did."""
+
+    candidates: int = 0
+    teacher_forced: int = 0
+    """Prompts scored by teacher forcing (one prefill each)."""
+    tokens_from_generation: int = 0
+    """Response tokens whose conditional log-probability came from the sampling call, so
+    they were not teacher-forced again."""
+
+
+class _TeacherForced:
+    """What the likelihood scorers share: the engine check, the length cuts, the echo
+    penalty and the accounting."""
+
+    name: str
+
+    def __init__(
+        self,
+        engine: object,
+        *,
+        max_response_tokens: int,
+        max_instruction_tokens: int,
+        echo_penalty: float,
+    ) -> None:
+        self.engine = _require_logprobs(engine)
+        self.max_response_tokens = max_response_tokens
+        self.max_instruction_tokens = max_instruction_tokens
+        self.echo_penalty = echo_penalty
+        self.last_stats = LikelihoodStats()
+
+    @staticmethod
+    def limits(config: LikelihoodConfig) -> dict[str, Any]:
+        """The constructor arguments the config's ``likelihood`` section sets."""
+        return {
+            "max_response_tokens": config.max_response_tokens,
+            "max_instruction_tokens": config.max_instruction_tokens,
+            "echo_penalty": config.echo_penalty,
+        }
+
+
+class BackwardLikelihood(_TeacherForced):
     """log P(real instruction | response) under the same model: FLIP's question answered
     by teacher forcing instead of by sampling a reconstruction and comparing words.
 
@@ -47,9 +90,13 @@ class BackwardLikelihood:
         max_instruction_tokens: int = 512,
         echo_penalty: float = 0.0,
     ) -> None:
-        self.engine = _require_logprobs(engine)
+        super().__init__(
+            engine,
+            max_response_tokens=max_response_tokens,
+            max_instruction_tokens=max_instruction_tokens,
+            echo_penalty=echo_penalty,
+        )
         self.reduce = reduce
-        self.echo_penalty = echo_penalty
         self.name = "backward_ll" if reduce == "mean" else "backward_ll_sum"
         if template is None:
             template = load_template(
@@ -60,8 +107,6 @@ class BackwardLikelihood:
         else:
             check_template(template, FIELDS, field="likelihood.template")
         self.template = template
-        self.max_response_tokens = max_response_tokens
-        self.max_instruction_tokens = max_instruction_tokens
 
     @classmethod
     def from_config(
@@ -78,9 +123,7 @@ class BackwardLikelihood:
             engine,
             reduce="sum" if reduce == "sum" else "mean",
             template=load_template(path, FIELDS, field="likelihood.template"),
-            max_response_tokens=config.max_response_tokens,
-            max_instruction_tokens=config.max_instruction_tokens,
-            echo_penalty=config.echo_penalty,
+            **cls.limits(config),
         )
 
     def score(
@@ -102,6 +145,9 @@ class BackwardLikelihood:
                 row.append(key)
             keys.append(row)
         logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        self.last_stats = LikelihoodStats(
+            candidates=sum(len(g) for g in candidates), teacher_forced=len(pairs)
+        )
         results = []
         for instruction, group, row in zip(instructions, candidates, keys, strict=True):
             scores = []
@@ -126,9 +172,9 @@ class BackwardLikelihood:
         return results
 
 
-class ForwardPMI:
+class ForwardPMI(_TeacherForced):
     """Pointwise mutual information of the response with its instruction, token by token:
-    log P(token | instruction) - log P(token | a neutral instruction), both teacher-forced.
+    log P(token | instruction) - log P(token | a neutral instruction).
     High when the instruction explains the response beyond what any request would.
 
     ``window="all"`` (``forward_pmi``): the mean over every token of the response. The
@@ -139,7 +185,15 @@ class ForwardPMI:
     the same number of tokens, the shortest candidate's, and scored by the mean PMI over
     that window. Candidates are compared on equal footing whatever their lengths; the
     scores are comparable within a group of candidates, not across instructions.
+
+    Both passes are teacher-forced, except when bestofn sampled the candidate itself after
+    exactly the prompt the conditional pass would use: then the sampling call's own
+    log-probabilities of the sampled tokens are that pass (the same quantity, computed once)
+    and only the neutral pass runs, over the same token ids.
     """
+
+    uses_generation_logprobs = True
+    """Sampling calls should return the sampled tokens' log-probabilities."""
 
     def __init__(
         self,
@@ -150,66 +204,80 @@ class ForwardPMI:
         max_instruction_tokens: int = 512,
         echo_penalty: float = 0.0,
     ) -> None:
-        self.engine = _require_logprobs(engine)
+        super().__init__(
+            engine,
+            max_response_tokens=max_response_tokens,
+            max_instruction_tokens=max_instruction_tokens,
+            echo_penalty=echo_penalty,
+        )
         self.window = window
-        self.echo_penalty = echo_penalty
         self.name = "forward_pmi" if window == "all" else "pmi_matched"
-        self.max_response_tokens = max_response_tokens
-        self.max_instruction_tokens = max_instruction_tokens
 
     @classmethod
     def from_config(
         cls, engine: object, config: LikelihoodConfig, *, window: str = "all"
     ) -> ForwardPMI:
         """The scorer the config's ``likelihood`` section describes."""
-        return cls(
-            engine,
-            window="matched" if window == "matched" else "all",
-            max_response_tokens=config.max_response_tokens,
-            max_instruction_tokens=config.max_instruction_tokens,
-            echo_penalty=config.echo_penalty,
-        )
+        return cls(engine, window="matched" if window == "matched" else "all", **cls.limits(config))
+
+    def _sampled(self, candidate: Candidate, prompt: str) -> tuple[int, ...] | None:
+        """The candidate's own token ids, when its sampling call already gave log P(token |
+        this prompt) for each of them; trailing special tokens (end of turn) dropped, as
+        the text a teacher-forced pass reads does not hold them."""
+        ids, logprobs = candidate.token_ids, candidate.logprobs
+        if candidate.prompt != prompt or ids is None or logprobs is None:
+            return None
+        if len(logprobs) != len(ids):
+            return None
+        end = len(ids)
+        while end and not self.engine.decode(ids[end - 1 : end]):
+            end -= 1
+        return ids[: min(end, self.max_response_tokens)]
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
     ) -> list[list[Score]]:
         engine = self.engine
+        stats = self.last_stats = LikelihoodStats(candidates=sum(len(g) for g in candidates))
         neutral = engine.chat_prompt([{"role": "user", "content": NEUTRAL_INSTRUCTION}])
-        pairs: dict[tuple[str, str], int] = {}
-        keys: list[list[tuple[tuple[str, str], tuple[str, str]] | None]] = []
+        pairs: dict[tuple[str, str | tuple[int, ...]], int] = {}
+        # Per candidate: the conditional pass (a pair to teacher-force, or the sampled
+        # values) and the neutral pair; None for an empty response.
+        plans: list[list[tuple[Any, tuple[str, str | tuple[int, ...]]] | None]] = []
         for instruction, group in zip(instructions, candidates, strict=True):
-            prompt = engine.chat_prompt(
-                [
-                    {
-                        "role": "user",
-                        "content": engine.truncate(instruction, self.max_instruction_tokens),
-                    }
-                ]
-            )
-            row: list[tuple[tuple[str, str], tuple[str, str]] | None] = []
+            cut = engine.truncate(instruction, self.max_instruction_tokens)
+            prompt = engine.chat_prompt([{"role": "user", "content": cut}])
+            row: list[tuple[Any, tuple[str, str | tuple[int, ...]]] | None] = []
             for candidate in group:
-                text = engine.truncate(candidate.text, self.max_response_tokens)
-                if not text.strip():
+                if not candidate.text.strip():
                     row.append(None)
                     continue
-                given, alone = (prompt, text), (neutral, text)
-                pairs.setdefault(given, len(pairs))
+                sampled = self._sampled(candidate, prompt)
+                if sampled is not None and candidate.logprobs is not None:
+                    given: Any = list(candidate.logprobs[: len(sampled)])
+                    alone: tuple[str, str | tuple[int, ...]] = (neutral, sampled)
+                    stats.tokens_from_generation += len(sampled)
+                else:
+                    text = engine.truncate(candidate.text, self.max_response_tokens)
+                    given = (prompt, text)
+                    alone = (neutral, text)
+                    pairs.setdefault(given, len(pairs))
                 pairs.setdefault(alone, len(pairs))
                 row.append((given, alone))
-            keys.append(row)
+            plans.append(row)
         logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        stats.teacher_forced = len(pairs)
+
+        def values(plan: Any) -> list[float]:
+            return list(plan) if isinstance(plan, list) else logprobs[pairs[plan]]
+
         results = []
-        for instruction, group, row in zip(instructions, candidates, keys, strict=True):
+        for instruction, group, row in zip(instructions, candidates, plans, strict=True):
             pmis = [
                 None
-                if entry is None
-                else [
-                    a - b
-                    for a, b in zip(
-                        logprobs[pairs[entry[0]]], logprobs[pairs[entry[1]]], strict=True
-                    )
-                ]
-                for entry in row
+                if plan is None
+                else [a - b for a, b in zip(values(plan[0]), values(plan[1]), strict=True)]
+                for plan in row
             ]
             lengths = [len(p) for p in pmis if p]
             window = min(lengths) if self.window == "matched" and lengths else None
