@@ -211,6 +211,10 @@ class VllmEngine(TokenizedEngine):
             results.append([float(table[start + i][token].logprob) for i, token in enumerate(tail)])
         return results
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prompt prefix (benchmarks start each timing cold)."""
+        self._llm.reset_prefix_cache()
+
     def close(self) -> None:
         """Shut the engine core down (frees memory before the process ends)."""
         llm = getattr(self, "_llm", None)
