@@ -69,12 +69,17 @@ def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Eng
     warn(f"starting vLLM on {model['name']} ({path})")
     with held_back():  # the libraries' start-up chatter, unless --verbose
         started = VllmEngine(path, config.engine)
+        from bestofn.scorers import reply_schemas
+
+        warm_s = started.warm_up(reply_schemas(config.scorer, config))
+        started.stats.start_s += warm_s
     started.info = {
         **model,
         "path": path,
         "device": started.device,
         "dtype": started.dtype,
         "engine_start_s": round(started.stats.start_s, 2),
+        "warm_up_s": round(warm_s, 2),
     }
     warn(
         f"engine ready in {started.stats.start_s:.1f} s on {started.device}, "

@@ -192,6 +192,24 @@ def make_scorer(
     return entry.build(engine, config, cache, oracle_records or {})
 
 
+def reply_schemas(name: str, config: Config) -> list[dict[str, Any]]:
+    """The JSON schemas a scorer's replies are constrained to (the engine compiles each
+    grammar once; warming them at start-up keeps that cost out of the first scoring)."""
+    if name == "flip" and config.flip.reply_format == "json":
+        from bestofn.scorers.flip import reply_schema
+
+        return [
+            reply_schema(
+                config.flip.max_instruction_chars, reasoning_chars=config.flip.reasoning_chars
+            )
+        ]
+    if name in ("judge", "pairwise"):
+        from bestofn.scorers.judge import rating_schema, winner_schema
+
+        return [rating_schema() if name == "judge" else winner_schema()]
+    return []
+
+
 def scorer_settings(name: str, config: Config) -> dict[str, Any]:
     """The config values a scorer's scores depend on (beyond the model and the candidates)."""
     values = json.loads(json.dumps(config.to_dict()))  # as stored: tuples become lists

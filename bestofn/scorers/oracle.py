@@ -73,6 +73,27 @@ class _Constraint:
     instruction_id: str
     kwargs: dict[str, Any]
     checker: _Checker
+    literal: bool = False
+    """Checked literally where the reference checker would substitute a random value."""
+
+
+LITERAL_LETTER = "keywords:letter_frequency"
+"""IFEval replaces a ``letter`` that is not an ASCII letter (``#``, ``!``) with a random
+one. The count it then checks works for any single character, so such a constraint is
+checked literally instead: the number of times that character occurs, against the same
+relation and frequency. A deviation from the reference checker, made only where the intent
+is unambiguous (one character); anything else it would randomise stays an error."""
+
+
+def literal_letter(instruction_id: object, given: Mapping[str, Any]) -> str | None:
+    """The character a letter-frequency constraint counts literally, if it is one."""
+    letter = given.get("letter")
+    if instruction_id != LITERAL_LETTER or not isinstance(letter, str):
+        return None
+    letter = letter.strip()
+    if len(letter) != 1 or "a" <= letter.lower() <= "z":
+        return None
+    return letter.lower()
 
 
 # --------------------------------------------------------------------------- loading
@@ -210,6 +231,10 @@ def _build_constraints(
             needed = list(checker.get_instruction_args_keys())
         except Exception as exc:
             raise ConfigError(f"{where}: invalid kwargs {given!r}: {exc}") from None
+        literal = literal_letter(instruction_id, given)
+        if literal is not None:
+            checker._letter = literal  # type: ignore[attr-defined]  # count it literally
+            kept["letter"] = literal
         missing = [k for k in needed if k not in given and k != "prompt"]
         if missing:
             raise ConfigError(
@@ -222,7 +247,7 @@ def _build_constraints(
                     f"{where}: {key}={value!r} cannot be used as given (the check would "
                     f"use {kept[key]!r} instead, picked at random or coerced)"
                 )
-        constraints.append(_Constraint(instruction_id, given, checker))
+        constraints.append(_Constraint(instruction_id, given, checker, literal is not None))
     return constraints
 
 
@@ -378,7 +403,12 @@ class IFEvalOracle:
             "strict_pass": result.strict_pass,
             "loose_pass": result.loose_pass,
             "constraints": [
-                {"instruction_id": c.instruction_id, "strict": s, "loose": lo}
+                {
+                    "instruction_id": c.instruction_id,
+                    "strict": s,
+                    "loose": lo,
+                    **({"checked": "literally"} if c.literal else {}),
+                }
                 for c, s, lo in zip(
                     constraints,
                     result.strict_per_constraint,
