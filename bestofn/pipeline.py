@@ -14,11 +14,15 @@ from typing import Any
 
 from bestofn.config import Config
 from bestofn.engines.base import Completion, Engine, GenerationRequest, Message, metered
-from bestofn.errors import ItemError
+from bestofn.errors import ConfigError, EngineError, ItemError, OutputError
 from bestofn.scorers.base import Scorer
 from bestofn.seeding import sampling_seed
 from bestofn.selection import make_selection
 from bestofn.values import Candidate, Failure, Score, Selection
+
+WHOLE_JOB_ERRORS = (EngineError, OutputError, ConfigError, MemoryError)
+"""Failures of the whole job: they stop it (with everything finished so far durable).
+Anything else a scorer raises belongs to the items it was scoring."""
 
 
 @dataclass
@@ -36,6 +40,9 @@ class RunStats:
     generated_tokens: int = 0
     scoring_prompt_tokens: int = 0
     scoring_output_tokens: int = 0
+    scorer_errors: int = 0
+    """Instructions whose scorer call raised on them alone (their candidates are unscored
+    with the reason; the rest were scored)."""
     tokens_from_generation: int = 0
     """Response tokens a scorer read from the sampling call instead of teacher-forcing
     them again (the prefill the run saved)."""
@@ -56,6 +63,7 @@ class RunStats:
             "scoring_prompt_tokens",
             "scoring_output_tokens",
             "tokens_from_generation",
+            "scorer_errors",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -216,6 +224,14 @@ class BestOfN:
             raise next(iter(failures.values()))
         return [pools[i] for i in range(len(tasks))]
 
+    def sample(self, tasks: Sequence[Task]) -> list[list[Candidate] | Failure]:
+        """Candidates for each task, in one batched engine call (no scoring); a task that
+        cannot run alone gets its Failure instead, and the others go on."""
+        stats = self.last_stats = RunStats(instructions=len(tasks))
+        pools, failures = self._generate(tasks, stats)
+        stats.failed = len(failures)
+        return [pools[i] if i in pools else _failure(failures[i]) for i in range(len(tasks))]
+
     def _generate(
         self, tasks: Sequence[Task], stats: RunStats
     ) -> tuple[dict[int, list[Candidate]], dict[int, ItemError]]:
@@ -262,10 +278,7 @@ class BestOfN:
         if not instructions:
             return []
         with metered(self.engine) as usage:
-            if contexts is not None and any(contexts) and getattr(scorer, "accepts_context", False):
-                scores = scorer.score(instructions, candidates, contexts=contexts)  # type: ignore[call-arg]
-            else:
-                scores = scorer.score(instructions, candidates)
+            scores = self._isolated(scorer, instructions, candidates, contexts, stats)
         stats.scoring_s += usage["seconds"]
         stats.scoring_prompt_tokens += int(usage.get("prompt_tokens", 0))
         stats.scoring_output_tokens += int(usage.get("output_tokens", 0))
@@ -273,6 +286,51 @@ class BestOfN:
         scorer_stats = getattr(scorer, "last_stats", None)
         stats.tokens_from_generation += int(getattr(scorer_stats, "tokens_from_generation", 0))
         return scores
+
+    def _isolated(
+        self,
+        scorer: Scorer,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[Candidate]],
+        contexts: Sequence[str | None] | None,
+        stats: RunStats,
+    ) -> list[list[Score]]:
+        """One batched scorer call; if it raises for a reason that belongs to the items
+        (not the engine, the output or the config), each instruction is scored alone and
+        the ones that still raise get their candidates unscored with the reason."""
+        use_context = (
+            contexts is not None and any(contexts) and getattr(scorer, "accepts_context", False)
+        )
+
+        def call(rows: range) -> list[list[Score]]:
+            texts = [instructions[i] for i in rows]
+            groups = [candidates[i] for i in rows]
+            if use_context and contexts is not None:
+                context = [contexts[i] for i in rows]
+                return scorer.score(texts, groups, contexts=context)  # type: ignore[call-arg]
+            return scorer.score(texts, groups)
+
+        try:
+            return call(range(len(instructions)))
+        except WHOLE_JOB_ERRORS:
+            raise
+        except Exception as exc:
+            first = exc
+        results: list[list[Score]] = []
+        for i, group in enumerate(candidates):
+            error = first
+            if len(instructions) > 1:
+                try:
+                    results.append(call(range(i, i + 1))[0])
+                    continue
+                except WHOLE_JOB_ERRORS:
+                    raise
+                except Exception as exc:
+                    error = exc
+            stats.scorer_errors += 1
+            reason = f"scorer_error: {type(error).__name__}: {str(error)[:300]}"
+            results.append([Score.unscored(reason) for _ in group])
+        return results
 
     def score_and_select(
         self,
@@ -317,8 +375,7 @@ class BestOfN:
                 if seed is None:
                     seed = self.seed_for(task.id if task.id is not None else task.instruction)
             if i in failures:
-                exc = failures[i]
-                failure = Failure(str(exc), code=exc.code, param=exc.param)
+                failure = _failure(failures[i])
                 selections.append(
                     Selection(
                         task.instruction, [], [], None, id=task.id, seed=seed, failure=failure
@@ -375,6 +432,10 @@ class BestOfN:
         if len(ids) != len(instructions):
             raise ValueError(f"got {len(instructions)} instructions but {len(ids)} ids")
         return list(ids)
+
+
+def _failure(exc: ItemError) -> Failure:
+    return Failure(str(exc), code=exc.code, param=exc.param)
 
 
 def as_candidates(candidates: Sequence[str | Candidate]) -> list[Candidate]:

@@ -500,17 +500,29 @@ def test_oracle_loose_mode() -> None:
     assert scores[0][0].details["oracle_mode"] == "loose"
 
 
-def test_oracle_rejects_bad_records_and_modes_up_front() -> None:
-    with pytest.raises(ConfigError, match=r"List exactly.*lack 'num_bullets'"):
-        IFEvalOracle(
-            {
-                "List exactly two fruits.": {
-                    "instruction_id_list": ["detectable_format:number_bullet_lists"]
-                }
-            }
-        )
-    with pytest.raises(ConfigError, match="unknown IFEval instruction id 'made:up'"):
-        IFEvalOracle({"Hi.": {"instruction_id_list": ["made:up"], "kwargs": [{}]}})
+def test_oracle_isolates_bad_records_and_rejects_bad_modes_up_front() -> None:
+    # A record whose constraints cannot be checked as written leaves only its own
+    # candidates unscored, with the reason; the other records are checked as usual.
+    oracle = IFEvalOracle(
+        {
+            "List exactly two fruits.": {
+                "instruction_id_list": ["detectable_format:number_bullet_lists"]
+            },
+            "Hi.": {"instruction_id_list": ["made:up"], "kwargs": [{}]},
+            "Write two lines without commas.": RECORDS["Write two lines without commas."],
+        }
+    )
+    assert "lack 'num_bullets'" in oracle.problems["List exactly two fruits."]
+    assert set(oracle.problems) == {"List exactly two fruits.", "Hi."}
+    fruits, hi, commas = oracle.score(
+        ["List exactly two fruits.", "Hi.", "Write two lines without commas."],
+        [[Candidate("* a\n* b")], [Candidate("Hello")], [Candidate("no commas here")]],
+    )
+    assert fruits[0].value is None and "lack 'num_bullets'" in str(fruits[0].unscored_reason)
+    assert str(hi[0].unscored_reason).startswith(
+        "uncheckable_constraint: unknown IFEval instruction id 'made:up'"
+    )
+    assert commas[0].value == 1.0
     with pytest.raises(ConfigError, match="mode must be one of strict, loose"):
         IFEvalOracle(RECORDS, mode="lenient")  # type: ignore[arg-type]
     with pytest.raises(BestOfNError):
@@ -570,3 +582,23 @@ def test_dev_prompts_that_satisfy_themselves() -> None:
     r = by_key[1813]
     result = ifeval_check(r["prompt"], r["instruction_id_list"], r["kwargs"], r["prompt"])
     assert result.strict_per_constraint == [False, False]
+
+
+def test_letter_frequency_on_one_non_letter_character_is_counted_literally() -> None:
+    ids = ["keywords:letter_frequency"]
+    hashtags = [{"letter": "#", "let_frequency": 4, "let_relation": "at least"}]
+    # IFEval would replace "#" with a random letter; here it counts "#": 4 and 3 of them.
+    assert ifeval_check("Love it #sun #sea #sand #salt", ids, hashtags, "p").strict_pass
+    assert not ifeval_check("Love it #sun #sea #sand", ids, hashtags, "p").strict_pass
+    bangs = [{"letter": "!", "let_frequency": 2, "let_relation": "less than"}]
+    assert ifeval_check("Wow!", ids, bangs, "p").strict_pass  # 1 < 2
+    assert not ifeval_check("Wow!!", ids, bangs, "p").strict_pass  # 2 is not < 2
+    # Two characters have no unambiguous reading: still refused, never randomised.
+    with pytest.raises(ConfigError, match="letter='ab' cannot be used as given"):
+        ifeval_check(
+            "ab", ids, [{"letter": "ab", "let_frequency": 1, "let_relation": "at least"}], "p"
+        )
+    oracle = IFEvalOracle({"Use hashtags.": {"instruction_id_list": ids, "kwargs": hashtags}})
+    (row,) = oracle.score(["Use hashtags."], [[Candidate("#a #b #c #d")]])
+    assert row[0].value == 1.0
+    assert row[0].details["constraints"][0]["checked"] == "literally"

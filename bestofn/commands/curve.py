@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from bestofn.analysis.best_of_k import CurvePoint, curve_table
-from bestofn.analysis.pool import Pool, build_pool, score_pool
-from bestofn.analysis.quality import quality_function
+from bestofn.analysis.pool import Pool, Scored, build_pool, score_pool
+from bestofn.analysis.quality import Quality, quality_function
 from bestofn.commands.common import (
     EXIT_INTERRUPTED,
     add_cache,
@@ -38,13 +38,15 @@ def curve_rows(
     config: Config,
     pool: Pool,
     qualities: Mapping[int, list[list[float]]],
-    scored: Mapping[tuple[str, int], Mapping[str, Any]],
+    scored: Mapping[tuple[str, int], Scored],
     token_counts: Mapping[int, float],
+    graded: Sequence[int],
 ) -> list[dict[str, Any]]:
-    """CSV rows: one per (scorer or oracle/random, length, k)."""
+    """CSV rows: one per (scorer or oracle/random, length, k), over the ``graded`` items
+    (positions in the pool whose quality is known)."""
     curve = config.curve
     n_max = curve.n_max
-    candidates_total = len(pool.ids) * n_max
+    candidates_total = max(len(pool.ids) * n_max, 1)
     longest_tokens = token_counts[max(curve.lengths)] or 1.0
     rows: list[dict[str, Any]] = []
     for length in curve.lengths:
@@ -56,11 +58,12 @@ def curve_rows(
         baseline: list[CurvePoint] | None = None
         for name in curve.scorers:
             entry = scored[(name, length)]
-            pools = [(entry["scores"][i], quality[i]) for i in range(len(pool.ids))]
+            pools = [(entry.scores[pool.ids[i]], quality[i]) for i in graded]
             points = curve_table(pools, n_resamples=curve.bootstrap_resamples)
             baseline = baseline or points
-            scoring_tokens = (entry["prompt_tokens"] + entry["output_tokens"]) / candidates_total
-            scoring_seconds = entry["seconds"] / candidates_total
+            spent = max(entry.candidates, 1)
+            scoring_tokens = (entry.prompt_tokens + entry.output_tokens) / spent
+            scoring_seconds = entry.seconds / spent
             for p in points:
                 rows.append(
                     _row(
@@ -166,10 +169,22 @@ def run_curve(
     cache: ReconstructionCache | None = None,
     title: str = "",
 ) -> dict[str, Any]:
-    """The whole curve job; returns a summary (paths and headline numbers)."""
+    """The whole curve job; returns a summary (paths and headline numbers).
+
+    Items the quality metric cannot grade are found before anything is generated and left
+    out; items whose generation or grading fails alone are left out too. The summary lists
+    every one with its reason."""
     out_dir.mkdir(parents=True, exist_ok=True)
     quality = quality_function(config.curve.quality)
-    pool = build_pool(engine, config, items, out_dir / "pool.jsonl", overwrite=overwrite)
+    excluded = precheck(quality, items)
+    kept = [item for item in items if item.id not in excluded]
+    if not kept:
+        raise ConfigError(
+            f"no instruction can be graded by curve.quality {config.curve.quality}; "
+            f"{len(excluded)} were left out (run bestofn validate for the list)"
+        )
+    pool = build_pool(engine, config, kept, out_dir / "pool.jsonl", overwrite=overwrite)
+    excluded.update({i: f"generation failed: {why}" for i, why in pool.failed.items()})
     scored = score_pool(
         engine, config, pool, out_dir / "scores.jsonl", overwrite=overwrite, cache=cache
     )
@@ -177,16 +192,24 @@ def run_curve(
     token_counts: dict[int, float] = {}
     for length in config.curve.lengths:
         candidates = pool.at_length(engine, length)
-        qualities[length] = [
-            [quality(instruction, c.text, record) for c in row]
-            for instruction, record, row in zip(
-                pool.instructions, pool.records, candidates, strict=True
-            )
-        ]
+        qualities[length] = []
+        for item_id, instruction, record, row in zip(
+            pool.ids, pool.instructions, pool.records, candidates, strict=True
+        ):
+            try:
+                qualities[length].append([quality(instruction, c.text, record) for c in row])
+            except Exception as exc:  # this item's quality is unknown; the others go on
+                excluded[item_id] = f"quality failed: {type(exc).__name__}: {exc}"
+                qualities[length].append([])
         token_counts[length] = float(
-            np.mean([c.num_tokens or 0 for row in candidates for c in row])
+            np.mean([c.num_tokens or 0 for row in candidates for c in row]) if candidates else 0.0
         )
-    rows = curve_rows(config, pool, qualities, scored, token_counts)
+    graded = [i for i, item_id in enumerate(pool.ids) if item_id not in excluded]
+    if not graded:
+        raise ConfigError("no instruction could be graded; see the reasons above")
+    for item_id, why in excluded.items():
+        warn(f"left out of the curve: {item_id}: {why}")
+    rows = curve_rows(config, pool, qualities, scored, token_counts, graded)
     write_csv(rows, out_dir / "curve.csv")
     figures = plot(
         rows, out_dir, title=title or f"{len(pool.ids)} instructions, pool of {config.curve.n_max}"
@@ -202,13 +225,17 @@ def run_curve(
         for r in rows
         if r["length"] == longest and r["k"] == config.curve.n_max
     }
+    literal = [i.id for i in kept if quality.literal is not None and quality.literal(i.extra)]
     summary = {
-        "instructions": len(pool.ids),
+        "instructions": len(graded),
+        "excluded": {"count": len(excluded), "ids": sorted(excluded), "reasons": excluded},
+        "checked_literally": {"count": len(literal), "ids": literal},
+        "reused": {f"{n}@{length}": s.reused for (n, length), s in scored.items()},
         "n_max": config.curve.n_max,
         "lengths": list(config.curve.lengths),
         "pool_generation_s": round(pool.seconds, 1),
-        "scoring_s": {f"{n}@{length}": s["seconds"] for (n, length), s in scored.items()},
-        "unscored": {f"{n}@{length}": s["unscored"] for (n, length), s in scored.items()},
+        "scoring_s": {f"{n}@{length}": round(s.seconds, 3) for (n, length), s in scored.items()},
+        "unscored": {f"{n}@{length}": s.unscored for (n, length), s in scored.items()},
         "best_of_n_max_at_longest": headline,
         "best_of_1_at_longest": next(
             {"mean": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
@@ -220,6 +247,16 @@ def run_curve(
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def precheck(quality: Quality, items: Sequence[InstructionItem]) -> dict[str, str]:
+    """Every item the quality metric cannot grade as written, and why (before any work)."""
+    problems = {}
+    for item in items:
+        why = quality.problem(item.instruction, item.extra)
+        if why is not None:
+            problems[item.id] = why
+    return problems
 
 
 def instructions_path(config: Config) -> str:

@@ -48,6 +48,8 @@ class ScorerEntry:
     settings: tuple[str, ...] = ()
     """Config sections or ``generation.seed`` its scores depend on (besides the model and
     the candidates): a stored score computed under other values is stale."""
+    reads_sampling_logprobs: bool = False
+    """Reads the sampled tokens' log-probabilities when bestofn generated the candidates."""
 
 
 def _flip(engine: Any, config: Config, cache: Any, records: Any) -> Scorer:
@@ -137,12 +139,14 @@ SCORERS: dict[str, ScorerEntry] = {
         _pmi("all"),
         True,
         ("likelihood",),
+        reads_sampling_logprobs=True,
     ),
     "pmi_matched": ScorerEntry(
         "the same PMI over a window of equal length for every candidate of an instruction",
         _pmi("matched"),
         True,
         ("likelihood",),
+        reads_sampling_logprobs=True,
     ),
 }
 

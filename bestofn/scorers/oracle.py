@@ -324,6 +324,30 @@ def ifeval_check(
     return _evaluate(_build_constraints(instruction_id_list, kwargs, prompt), text)
 
 
+def constraints_of(record: Mapping[str, Any], prompt: str) -> list[_Constraint] | None:
+    """The checkers of one IFEval record (None when it lists no constraints); a
+    ConfigError naming the constraint, the rule and the value when one cannot be checked."""
+    ids = record.get("instruction_id_list")
+    if ids is None or (isinstance(ids, Sequence) and not isinstance(ids, str) and not ids):
+        return None
+    kwargs = record.get("kwargs")
+    if kwargs is None and isinstance(ids, Sequence) and not isinstance(ids, str):
+        kwargs = [{}] * len(ids)
+    return _build_constraints(ids, kwargs, prompt)
+
+
+def check_record(record: Mapping[str, Any], prompt: str) -> str | None:
+    """Why this record's constraints cannot be checked as written, or None if they can
+    (``validate`` and ``curve`` run it on every item before any work)."""
+    try:
+        constraints = constraints_of(record, prompt)
+    except ConfigError as exc:
+        return str(exc)
+    if constraints is None:
+        return "no constraints: the record has no instruction_id_list"
+    return None
+
+
 # --------------------------------------------------------------------------- scorer
 
 
@@ -357,22 +381,23 @@ class IFEvalOracle:
         self.mode = mode
         self._constraints: dict[str, list[_Constraint]] = {}
         self._empty: set[str] = set()
+        self.problems: dict[str, str] = {}
+        """Instructions whose constraints cannot be checked as written, and why: their
+        candidates are unscored (never graded by a random substitute); the others go on."""
+        _instruction_registry()  # a missing install stops everything, before any record
         for instruction, record in records.items():
-            where = f"oracle record for instruction {_excerpt(str(instruction))!r}"
             if not isinstance(instruction, str) or not isinstance(record, Mapping):
+                where = f"oracle record for instruction {_excerpt(str(instruction))!r}"
                 raise ConfigError(f"{where}: must map a string to an object, got {record!r}")
-            ids = record.get("instruction_id_list")
-            if ids is None or (isinstance(ids, Sequence) and not isinstance(ids, str) and not ids):
-                self._empty.add(instruction)
-                continue
-            kwargs = record.get("kwargs")
-            if kwargs is None and isinstance(ids, Sequence) and not isinstance(ids, str):
-                kwargs = [{}] * len(ids)
-            _instruction_registry()  # a missing install is its own error, not the record's
             try:
-                self._constraints[instruction] = _build_constraints(ids, kwargs, instruction)
+                constraints = constraints_of(record, instruction)
             except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+                self.problems[instruction] = str(exc)
+                continue
+            if constraints is None:
+                self._empty.add(instruction)
+            else:
+                self._constraints[instruction] = constraints
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
@@ -385,6 +410,10 @@ class IFEvalOracle:
         results: list[list[Score]] = []
         for instruction, group in zip(instructions, candidates, strict=True):
             constraints = self._constraints.get(instruction)
+            if instruction in self.problems:
+                reason = f"uncheckable_constraint: {self.problems[instruction]}"
+                results.append([Score.unscored(reason) for _ in group])
+                continue
             if constraints is None:
                 why = "its record has an empty instruction_id_list"
                 if instruction not in self._empty:
@@ -392,7 +421,10 @@ class IFEvalOracle:
                 reason = f"no_constraints: {why} ({_excerpt(instruction)!r})"
                 results.append([Score.unscored(reason) for _ in group])
                 continue
-            results.append([self._score_one(constraints, c.text) for c in group])
+            try:
+                results.append([self._score_one(constraints, c.text) for c in group])
+            except ConfigError as exc:  # a check that fails on this item's own kwargs
+                results.append([Score.unscored(f"uncheckable_constraint: {exc}") for _ in group])
         return results
 
     def _score_one(self, constraints: Sequence[_Constraint], text: str) -> Score:
