@@ -34,6 +34,14 @@ def summarise(records: Sequence[dict[str, Any]], scorers: Sequence[str]) -> dict
     for name in scorers:
         entry: dict[str, Any] = {
             "unscored": sum(1 for r in results for s in r["scores"][name] if s["score"] is None),
+            "scorer_errors": sum(
+                1
+                for r in results
+                if any(
+                    str(s.get("unscored_reason") or "").startswith("scorer_error")
+                    for s in r["scores"][name]
+                )
+            ),
             "candidates": sum(len(r["scores"][name]) for r in results),
             "seconds": round(sum(b.get("seconds", {}).get(name, 0.0) for b in batches), 2),
             "prompt_tokens": sum(b.get("prompt_tokens", {}).get(name, 0) for b in batches),

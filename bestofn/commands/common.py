@@ -2,7 +2,8 @@
 the reply cache, the run summary and the exit codes.
 
 Exit codes: 0 done; 1 a run error (engine, model, output); 2 bad config or input, nothing
-run; 3 done, but bad input lines were skipped (the summary counts them); 130 interrupted
+run; 3 done, but bad input lines were skipped or items failed alone (the summary counts
+them); 130 interrupted
 (what was written is kept; rerun with --resume).
 """
 
@@ -117,12 +118,13 @@ def read_input(
     return Input(list(items), len(report.errors))
 
 
-def finished(skipped_lines: int) -> int:
-    """The exit code of a command that did its work: 3 if it skipped bad input lines."""
-    if skipped_lines:
+def finished(skipped_lines: int, failed_items: int = 0) -> int:
+    """The exit code of a command that did its work: 3 if it skipped bad input lines or
+    left items out that failed alone (each named above, counted in the summary)."""
+    if skipped_lines or failed_items:
         warn(
-            f"{skipped_lines} bad input lines were skipped (see above); exit status "
-            f"{EXIT_SKIPPED_LINES}"
+            f"{skipped_lines} bad input lines were skipped and {failed_items} items failed "
+            f"alone (see above); exit status {EXIT_SKIPPED_LINES}"
         )
         return EXIT_SKIPPED_LINES
     return EXIT_OK

@@ -32,6 +32,7 @@ from bestofn.errors import ConfigError
 from bestofn.inputs import InstructionItem, read_instructions
 from bestofn.results import ensure_dir
 from bestofn.scorers.cache import ReconstructionCache
+from bestofn.values import Candidate
 
 
 def curve_rows(
@@ -189,9 +190,9 @@ def run_curve(
         engine, config, pool, out_dir / "scores.jsonl", overwrite=overwrite, cache=cache
     )
     qualities: dict[int, list[list[float]]] = {}
-    token_counts: dict[int, float] = {}
+    cut: dict[int, list[list[Candidate]]] = {}
     for length in config.curve.lengths:
-        candidates = pool.at_length(engine, length)
+        candidates = cut[length] = pool.at_length(engine, length)
         qualities[length] = []
         for item_id, instruction, record, row in zip(
             pool.ids, pool.instructions, pool.records, candidates, strict=True
@@ -201,12 +202,13 @@ def run_curve(
             except Exception as exc:  # this item's quality is unknown; the others go on
                 excluded[item_id] = f"quality failed: {type(exc).__name__}: {exc}"
                 qualities[length].append([])
-        token_counts[length] = float(
-            np.mean([c.num_tokens or 0 for row in candidates for c in row]) if candidates else 0.0
-        )
     graded = [i for i, item_id in enumerate(pool.ids) if item_id not in excluded]
     if not graded:
         raise ConfigError("no instruction could be graded; see the reasons above")
+    token_counts = {
+        length: float(np.mean([c.num_tokens or 0 for i in graded for c in rows[i]]))
+        for length, rows in cut.items()
+    }
     for item_id, why in excluded.items():
         warn(f"left out of the curve: {item_id}: {why}")
     rows = curve_rows(config, pool, qualities, scored, token_counts, graded)
@@ -308,4 +310,4 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
         return EXIT_INTERRUPTED
     summary["skipped_lines"] = source.skipped_lines
     print(json.dumps(summary, indent=2))
-    return finished(source.skipped_lines)
+    return finished(source.skipped_lines, summary["excluded"]["count"])

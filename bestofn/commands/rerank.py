@@ -149,7 +149,8 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
             kept=f"the per-item results are in {args.output}; rerun with --resume to get the summary",
         )
     print(format_summary(summary))
-    return finished(source.skipped_lines)
+    errors = sum(entry.get("scorer_errors", 0) for entry in summary["scorers"].values())
+    return finished(source.skipped_lines, errors)
 
 
 def rerank_batches(

@@ -143,6 +143,7 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
             "unscored": total.unscored,
             "fallbacks": total.fallbacks,
             "failed": total.failed,
+            "scorer_errors": total.scorer_errors,
             "skipped_lines": source.skipped_lines,
             "engine_start_s": round(start_s, 2),
             "generation_s": round(total.generation_s, 2),
@@ -154,4 +155,4 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
             "output": args.output,
         }
     )
-    return finished(source.skipped_lines)
+    return finished(source.skipped_lines, total.failed + total.scorer_errors)
