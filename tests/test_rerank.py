@@ -458,3 +458,32 @@ def test_resume_of_a_finished_rerank_needs_no_engine(
     # The summary comes from the stored records: pmi_matched picks the instruction's words
     # in both pairs (PMI 4 per instruction word, 0 otherwise), so it agrees on both.
     assert json.loads(summary.read_text())["scorers"]["pmi_matched"]["agreement"] == 1.0
+
+
+def test_summary_carries_paired_differences_worked_by_hand() -> None:
+    def record(x: float, y: float) -> dict[str, Any]:
+        return {
+            "type": "result",
+            "preferred": 0,
+            "agreement": {"x": x, "y": y},
+            "scores": {
+                "x": [{"score": 1.0}, {"score": 0.0}],
+                "y": [{"score": 0.0}, {"score": 1.0}],
+            },
+        }
+
+    # x beats y on every item by exactly 1 or 0.5: the paired differences are 1, 1, 0.5, 1.
+    records = [record(1.0, 0.0), record(1.0, 0.0), record(1.0, 0.5), record(1.0, 0.0)]
+    summary = summarise(records, ["x", "y"])
+    x_vs_y = summary["scorers"]["x"]["paired"]["y"]
+    assert x_vs_y["diff"] == pytest.approx(3.5 / 4)
+    # Every resample's mean lies between the smallest and largest difference (0.5 and 1),
+    # so the interval excludes 0: x beats y on these items.
+    assert 0.5 <= x_vs_y["ci_low"] <= x_vs_y["diff"] <= x_vs_y["ci_high"] <= 1.0
+    assert summary["scorers"]["y"]["paired"]["x"]["diff"] == pytest.approx(-3.5 / 4)
+    # Best-of-1 agrees 1/2 on a pair: x is +0.5 on every item (a zero-width interval).
+    assert summary["scorers"]["x"]["paired"]["best_of_1"] == {
+        "diff": 0.5,
+        "ci_low": 0.5,
+        "ci_high": 0.5,
+    }

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bestofn.analysis.best_of_k import bootstrap_ci
+from bestofn.analysis.best_of_k import bootstrap_ci, paired_difference
 from bestofn.values import Candidate, Score
 
 
@@ -61,8 +61,33 @@ def summarise(records: Sequence[dict[str, Any]], scorers: Sequence[str]) -> dict
                 entry[f"agreement_preferred_{side}"] = (
                     round(float(subset.mean()), 4) if subset.size else None
                 )
+            entry["paired"] = paired_against(name, scorers, labelled)
         summary["scorers"][name] = entry
     return summary
+
+
+BEST_OF_1 = "best_of_1"
+"""The expected agreement of a uniform random pick: 1/n for an item of n candidates."""
+
+
+def paired_against(
+    name: str, scorers: Sequence[str], labelled: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """``name``'s agreement minus every other named scorer's and minus best-of-1, on the same
+    labelled items, with paired bootstrap 95 % intervals: {"diff", "ci_low", "ci_high"}.
+    An interval that excludes 0 is the claim "A beats B" (or loses to it) on these items."""
+    mine = [float(r["agreement"][name]) for r in labelled]
+    others: dict[str, list[float]] = {
+        other: [float(r["agreement"][other]) for r in labelled]
+        for other in scorers
+        if other != name
+    }
+    others[BEST_OF_1] = [1.0 / len(r["scores"][name]) for r in labelled]
+    paired = {}
+    for other, theirs in others.items():
+        diff, low, high = paired_difference(mine, theirs)
+        paired[other] = {"diff": round(diff, 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+    return paired
 
 
 def length_side(candidates: Sequence[Candidate], preferred: int) -> str | None:

@@ -53,6 +53,14 @@ class CurvePoint:
     random_high: float
     items: int
     """How many instructions (pools) the means and intervals are taken over."""
+    gain: float = 0.0
+    """Selector minus best-of-1 (the pool mean), paired: the mean over instructions of each
+    instruction's own difference, with a bootstrap interval of that mean."""
+    gain_low: float = 0.0
+    gain_high: float = 0.0
+    oracle_gain: float = 0.0
+    oracle_gain_low: float = 0.0
+    oracle_gain_high: float = 0.0
 
 
 # ---------------------------------------------------------------------------- validation
@@ -329,6 +337,22 @@ def bootstrap_ci(
     return float(mean[0]), float(low[0]), float(high[0])
 
 
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(diff, low, high): mean of a - b over the same items, with a paired bootstrap
+    interval (items resampled together, so what the two share cancels)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need the same items, got {len(a)} and {len(b)}")
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return bootstrap_ci(diff, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
 def curve_table(
     pools: Sequence[tuple[Sequence[float | None], Sequence[float]]],
     *,
@@ -371,9 +395,11 @@ def curve_table(
     sel = _bootstrap_columns(np.vstack(selector_rows), confidence, n_resamples, seed)
     orc = _bootstrap_columns(np.vstack(oracle_rows), confidence, n_resamples, seed)
     # The random curve is flat per item, so one interval serves every k.
-    rnd = _bootstrap_columns(
-        np.asarray(random_means, dtype=np.float64)[:, None], confidence, n_resamples, seed
-    )
+    base = np.asarray(random_means, dtype=np.float64)[:, None]
+    rnd = _bootstrap_columns(base, confidence, n_resamples, seed)
+    # Gains over best-of-1, paired: each instruction's own difference, then resampled.
+    gain = _bootstrap_columns(np.vstack(selector_rows) - base, confidence, n_resamples, seed)
+    ogain = _bootstrap_columns(np.vstack(oracle_rows) - base, confidence, n_resamples, seed)
     return [
         CurvePoint(
             k=k,
@@ -387,6 +413,12 @@ def curve_table(
             random_low=float(rnd[1][0]),
             random_high=float(rnd[2][0]),
             items=len(pools),
+            gain=float(gain[0][k - 1]),
+            gain_low=float(gain[1][k - 1]),
+            gain_high=float(gain[2][k - 1]),
+            oracle_gain=float(ogain[0][k - 1]),
+            oracle_gain_low=float(ogain[1][k - 1]),
+            oracle_gain_high=float(ogain[2][k - 1]),
         )
         for k in range(1, n + 1)
     ]

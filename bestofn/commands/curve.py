@@ -78,6 +78,7 @@ def curve_rows(
                         p.k * gen_per_candidate,
                         p.k * scoring_tokens,
                         p.k * (gen_seconds_per_candidate + scoring_seconds),
+                        (p.gain, p.gain_low, p.gain_high),
                     )
                 )
         assert baseline is not None
@@ -94,6 +95,7 @@ def curve_rows(
                     p.k * gen_per_candidate,
                     0.0,
                     p.k * gen_seconds_per_candidate,
+                    (p.oracle_gain, p.oracle_gain_low, p.oracle_gain_high),
                 )
             )
             rows.append(
@@ -108,6 +110,7 @@ def curve_rows(
                     p.k * gen_per_candidate,
                     0.0,
                     p.k * gen_seconds_per_candidate,
+                    (0.0, 0.0, 0.0),
                 )
             )
     return rows
@@ -124,6 +127,7 @@ def _row(
     generated: float,
     scoring: float,
     seconds: float,
+    gain: tuple[float, float, float],
 ) -> dict[str, Any]:
     return {
         "scorer": scorer,
@@ -136,6 +140,9 @@ def _row(
         "generated_tokens": round(generated, 1),
         "reconstruction_tokens": round(scoring, 1),
         "seconds": round(seconds, 3),
+        "gain_over_best_of_1": round(gain[0], 5),
+        "gain_ci_low": round(gain[1], 5),
+        "gain_ci_high": round(gain[2], 5),
     }
 
 
@@ -150,6 +157,9 @@ CSV_FIELDS = (
     "generated_tokens",
     "reconstruction_tokens",
     "seconds",
+    "gain_over_best_of_1",
+    "gain_ci_low",
+    "gain_ci_high",
 )
 
 
@@ -213,8 +223,13 @@ def run_curve(
         warn(f"left out of the curve: {item_id}: {why}")
     rows = curve_rows(config, pool, qualities, scored, token_counts, graded)
     write_csv(rows, out_dir / "curve.csv")
+    data = Path(config.curve.instructions or "instructions").name
     figures = plot(
-        rows, out_dir, title=title or f"{len(pool.ids)} instructions, pool of {config.curve.n_max}"
+        rows,
+        out_dir,
+        title=title
+        or f"{engine.model_id.rstrip('/').rsplit('/', 1)[-1]} on {data} ({len(graded)} "
+        f"instructions), {config.curve.quality}, pool of {config.curve.n_max}",
     )
     longest = max(config.curve.lengths)
     headline = {

@@ -16,7 +16,8 @@ POOL_MEAN_LINE = "pool_mean"
 
 
 def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> list[Path]:
-    """Three PNG figures: quality vs N per length, vs length at the largest N, vs tokens."""
+    """Three PNG figures: the gain over best-of-1 vs N per length (paired intervals), quality
+    vs length at the largest N, and quality vs the tokens really spent (with intervals)."""
     try:
         import matplotlib
 
@@ -42,26 +43,27 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> lis
         1, len(lengths), figsize=(4.2 * len(lengths), 3.8), sharey=True, squeeze=False
     )
     for ax, length in zip(axes[0], lengths, strict=True):
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         for scorer in scorers:
+            if scorer == POOL_MEAN_LINE:
+                continue  # it is the zero line
             data = series(scorer, length)
             ks = [r["k"] for r in data]
             colour, dash = colours[scorer]
-            ax.plot(
-                ks, [r["mean"] for r in data], dash, color=colour, label=scorer, marker="o", ms=3
+            gains = [r["gain_over_best_of_1"] for r in data]
+            ax.plot(ks, gains, dash, color=colour, label=scorer, marker="o", ms=3)
+            ax.fill_between(
+                ks,
+                [r["gain_ci_low"] for r in data],
+                [r["gain_ci_high"] for r in data],
+                color=colour,
+                alpha=0.12,
             )
-            if scorer != POOL_MEAN_LINE:
-                ax.fill_between(
-                    ks,
-                    [r["ci_low"] for r in data],
-                    [r["ci_high"] for r in data],
-                    color=colour,
-                    alpha=0.12,
-                )
         ax.set_xscale("log", base=2)
         ax.set_title(f"max {length} tokens")
         ax.set_xlabel("N (candidates)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("quality (mean, 95% CI)")
+    axes[0][0].set_ylabel("gain over best-of-1 (paired 95% CI)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -104,14 +106,22 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> lis
         colour, dash = colours[scorer]
         for j, length in enumerate(lengths):
             data = series(scorer, length)
+            # What was really spent per instruction for best-of-k: k candidates' generated
+            # tokens plus their scoring tokens (prompt + reply), as measured.
             tokens = [r["generated_tokens"] + r["reconstruction_tokens"] for r in data]
-            ax.plot(
+            means = [r["mean"] for r in data]
+            ax.errorbar(
                 tokens,
-                [r["mean"] for r in data],
-                dash,
+                means,
+                yerr=[
+                    [m - r["ci_low"] for m, r in zip(means, data, strict=True)],
+                    [r["ci_high"] - m for m, r in zip(means, data, strict=True)],
+                ],
+                fmt=dash,
                 color=colour,
                 marker="os^D"[j % 4],
                 ms=3,
+                capsize=2,
                 alpha=0.4 + 0.6 * (j + 1) / len(lengths),
                 label=scorer if j == len(lengths) - 1 else None,
             )
