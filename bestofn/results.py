@@ -266,6 +266,9 @@ def selection_record(selection: Selection, *, scorer: str) -> dict[str, Any]:
             for i, (c, s) in enumerate(zip(selection.candidates, selection.scores, strict=True))
         ],
     }
+    if selection.rounds is not None:
+        record["drawn"] = len(selection.candidates)
+        record["rounds"] = selection.rounds
     if selection.failure is not None:
         record["error"] = {
             "reason": selection.failure.reason,

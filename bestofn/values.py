@@ -82,6 +82,8 @@ class Selection:
     """Tokens of the generation prompt, when bestofn generated the candidates."""
     failure: Failure | None = None
     """Set (with no candidates) when this item failed alone, e.g. an over-long input."""
+    rounds: int | None = None
+    """Adaptive N: the sampling rounds it took (``candidates`` holds those actually drawn)."""
 
     @property
     def text(self) -> str | None:

@@ -33,15 +33,23 @@ def quoted_response(message: str) -> str | None:
     return match.group(1) if match else None
 
 
+def child_seed(request: GenerationRequest, index: int) -> int:
+    """The seed of sample ``index`` as vLLM gives it: seed + index, so a request from
+    seed + k samples what samples k, k+1, ... of a request from seed would."""
+    return (request.seed or 0) + index
+
+
 def default_respond(message: str, index: int, request: GenerationRequest) -> str:
     """Reconstruction: the quoted response's first 20 words, as JSON when asked.
-    Generation: even samples answer the message, odd ones talk about something else."""
+    Generation: samples with an even child seed answer the message, odd ones talk about
+    something else."""
     response = quoted_response(message)
     if response is not None:
         guess = " ".join(response.split()[:20])
         return json.dumps({"instruction": guess}) if request.json_schema else guess
-    draft = derive_seed(request.seed or 0, index) % 1000
-    if index % 2 == 0:
+    child = child_seed(request, index)
+    draft = derive_seed(0, child) % 1000
+    if child % 2 == 0:
         return f"{message} Here is a careful answer (draft {draft})."
     return f"Something unrelated about gardening (draft {draft})."
 
