@@ -211,3 +211,26 @@ def test_brute_force_exhausts_tie_orders() -> None:
     for order in itertools.permutations(["answer is a", "answer is a", "answer is b"]):
         index, _ = select_index([Candidate(t) for t in order], [Score(1.0)] * 3, config)
         assert order[index] == "answer is a" and index == order.index("answer is a")
+
+
+def test_curve_follows_the_vote_rule_and_adaptive_n(tmp_path: Path) -> None:
+    import csv
+
+    write_jsonl(tmp_path / "items.jsonl", [{"id": "q", "instruction": "Pick a number."}])
+    config = tmp_path / "curve.yaml"
+    config.write_text(
+        "scorer: length\n"
+        f"selection:\n  rule: vote\n  extractor: '{ANSWER}'\n  adaptive_round: 2\n"
+        "  adaptive_margin: 0.9\n"
+        "curve:\n  instructions: items.jsonl\n  n_max: 4\n  lengths: [64]\n"
+        "  scorers: [length]\n  quality: python:helpers:word_count\n"
+        f"  output_dir: {tmp_path / 'out'}\n  bootstrap_resamples: 100\n",
+        encoding="utf-8",
+    )
+    assert main(["curve", str(config), "--no-cache"], engine=FakeEngine(numbered)) == 0
+    with (tmp_path / "out" / "curve.csv").open(encoding="utf-8") as handle:
+        rows = {(r["scorer"], int(r["k"])): r for r in csv.DictReader(handle)}
+    # Children 0 and 1 both answer 7: the first round of 2 is unanimous and stops, so
+    # every k >= 2 draws 2 candidates, and k = 1 draws 1.
+    assert [float(rows[("length", k)]["drawn"]) for k in (1, 2, 3, 4)] == [1.0, 2.0, 2.0, 2.0]
+    assert [float(rows[("oracle_best", k)]["drawn"]) for k in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 4.0]

@@ -4,8 +4,10 @@ and their bootstrap confidence intervals over instructions (curve_table, CurvePo
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +15,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
+
+from bestofn.config import SelectionConfig
+from bestofn.values import Candidate, Score
 
 TieRule = Literal["uniform", "first"]
 """How best-of-k decides "the highest score" among k candidates drawn from a pool.
@@ -61,6 +66,8 @@ class CurvePoint:
     oracle_gain: float = 0.0
     oracle_gain_low: float = 0.0
     oracle_gain_high: float = 0.0
+    drawn: float = 0.0
+    """Candidates actually drawn per instruction, on average (k, except with adaptive N)."""
 
 
 # ---------------------------------------------------------------------------- validation
@@ -419,6 +426,87 @@ def curve_table(
             oracle_gain=float(ogain[0][k - 1]),
             oracle_gain_low=float(ogain[1][k - 1]),
             oracle_gain_high=float(ogain[2][k - 1]),
+            drawn=float(k),
+        )
+        for k in range(1, n + 1)
+    ]
+
+
+MAX_SUBSETS = 500
+"""Subsets per (instruction, k) a rule curve averages over: all of them when there are at
+most this many, else this many drawn at random (seeded)."""
+
+
+def rule_table(
+    pools: Sequence[tuple[Sequence[Candidate], Sequence[Score], Sequence[float]]],
+    config: SelectionConfig,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[CurvePoint]:
+    """Best-of-k curves of a selection rule without a closed form (``vote``, ``weighted``,
+    adaptive N), from each instruction's (candidates, scores, qualities).
+
+    Without adaptive N: the expected quality of the rule's pick over uniform k-subsets of the
+    pool (all subsets, or ``MAX_SUBSETS`` random ones). With adaptive N at most k: the
+    candidates are drawn in pool order (the order seeded sampling gives them), in rounds,
+    until the lead is clear, and the points carry the candidates actually drawn. Scores are
+    those computed on the whole pool. Selector, gain and drawn are filled; the oracle and
+    random columns are left to ``curve_table``.
+    """
+    from bestofn.selection import margin, select_index
+
+    _check_bootstrap_args(confidence, n_resamples)
+    n = len(pools[0][0])
+    rng = random.Random(seed)
+    picked = np.zeros((len(pools), n))
+    drawn = np.zeros((len(pools), n))
+    base = np.zeros((len(pools), 1))
+    for row, (candidates, scores, qualities) in enumerate(pools):
+        base[row, 0] = float(np.mean(qualities))
+        for k in range(1, n + 1):
+            if config.adaptive_round is not None:
+                m = min(config.adaptive_round, k)
+                while m < k and margin(candidates[:m], scores[:m], config) < config.adaptive_margin:
+                    m = min(m + config.adaptive_round, k)
+                index, _ = select_index(candidates[:m], scores[:m], config)
+                picked[row, k - 1] = qualities[index] if index is not None else 0.0
+                drawn[row, k - 1] = m
+                continue
+            total = math.comb(n, k)
+            subsets: Sequence[tuple[int, ...]] = (
+                list(itertools.combinations(range(n), k))
+                if total <= MAX_SUBSETS
+                else [tuple(sorted(rng.sample(range(n), k))) for _ in range(MAX_SUBSETS)]
+            )
+            values = []
+            for subset in subsets:
+                index, _ = select_index(
+                    [candidates[i] for i in subset], [scores[i] for i in subset], config
+                )
+                values.append(qualities[subset[index]] if index is not None else 0.0)
+            picked[row, k - 1] = float(np.mean(values))
+            drawn[row, k - 1] = k
+    sel = _bootstrap_columns(picked, confidence, n_resamples, seed)
+    gain = _bootstrap_columns(picked - base, confidence, n_resamples, seed)
+    return [
+        CurvePoint(
+            k=k,
+            selector=float(sel[0][k - 1]),
+            selector_low=float(sel[1][k - 1]),
+            selector_high=float(sel[2][k - 1]),
+            oracle=0.0,
+            oracle_low=0.0,
+            oracle_high=0.0,
+            random=0.0,
+            random_low=0.0,
+            random_high=0.0,
+            items=len(pools),
+            gain=float(gain[0][k - 1]),
+            gain_low=float(gain[1][k - 1]),
+            gain_high=float(gain[2][k - 1]),
+            drawn=float(np.mean(drawn[:, k - 1])),
         )
         for k in range(1, n + 1)
     ]

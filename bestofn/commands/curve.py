@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bestofn.analysis.best_of_k import CurvePoint, curve_table
+from bestofn.analysis.best_of_k import CurvePoint, curve_table, rule_table
 from bestofn.analysis.pool import Pool, Scored, build_pool, score_pool
 from bestofn.analysis.quality import Quality, quality_function
 from bestofn.commands.common import (
@@ -32,7 +32,7 @@ from bestofn.errors import ConfigError
 from bestofn.inputs import InstructionItem, read_instructions
 from bestofn.results import ensure_dir
 from bestofn.scorers.cache import ReconstructionCache
-from bestofn.values import Candidate
+from bestofn.values import Candidate, Score
 
 
 def curve_rows(
@@ -42,9 +42,13 @@ def curve_rows(
     scored: Mapping[tuple[str, int], Scored],
     token_counts: Mapping[int, float],
     graded: Sequence[int],
+    candidates: Mapping[int, list[list[Candidate]]] | None = None,
 ) -> list[dict[str, Any]]:
     """CSV rows: one per (scorer or oracle/random, length, k), over the ``graded`` items
-    (positions in the pool whose quality is known)."""
+    (positions in the pool whose quality is known). With ``selection.rule`` other than
+    argmax or adaptive N, each scorer's line follows that rule (``rule_table``)."""
+    selection = config.selection
+    by_rule = selection.rule != "argmax" or selection.adaptive_round is not None
     curve = config.curve
     n_max = curve.n_max
     candidates_total = max(len(pool.ids) * n_max, 1)
@@ -62,6 +66,22 @@ def curve_rows(
             pools = [(entry.scores[pool.ids[i]], quality[i]) for i in graded]
             points = curve_table(pools, n_resamples=curve.bootstrap_resamples)
             baseline = baseline or points
+            if by_rule and candidates is not None:
+                points = rule_table(
+                    [
+                        (
+                            candidates[length][i],
+                            [
+                                Score(v) if v is not None else Score.unscored("unscored")
+                                for v in entry.scores[pool.ids[i]]
+                            ],
+                            quality[i],
+                        )
+                        for i in graded
+                    ],
+                    selection,
+                    n_resamples=curve.bootstrap_resamples,
+                )
             spent = max(entry.candidates, 1)
             scoring_tokens = (entry.prompt_tokens + entry.output_tokens) / spent
             scoring_seconds = entry.seconds / spent
@@ -75,10 +95,11 @@ def curve_rows(
                         p.selector_low,
                         p.selector_high,
                         p.items,
-                        p.k * gen_per_candidate,
-                        p.k * scoring_tokens,
-                        p.k * (gen_seconds_per_candidate + scoring_seconds),
+                        p.drawn * gen_per_candidate,
+                        p.drawn * scoring_tokens,
+                        p.drawn * (gen_seconds_per_candidate + scoring_seconds),
                         (p.gain, p.gain_low, p.gain_high),
+                        p.drawn,
                     )
                 )
         assert baseline is not None
@@ -96,6 +117,7 @@ def curve_rows(
                     0.0,
                     p.k * gen_seconds_per_candidate,
                     (p.oracle_gain, p.oracle_gain_low, p.oracle_gain_high),
+                    float(p.k),
                 )
             )
             rows.append(
@@ -111,6 +133,7 @@ def curve_rows(
                     0.0,
                     p.k * gen_seconds_per_candidate,
                     (0.0, 0.0, 0.0),
+                    float(p.k),
                 )
             )
     return rows
@@ -128,6 +151,7 @@ def _row(
     scoring: float,
     seconds: float,
     gain: tuple[float, float, float],
+    drawn: float,
 ) -> dict[str, Any]:
     return {
         "scorer": scorer,
@@ -143,6 +167,7 @@ def _row(
         "gain_over_best_of_1": round(gain[0], 5),
         "gain_ci_low": round(gain[1], 5),
         "gain_ci_high": round(gain[2], 5),
+        "drawn": round(drawn, 3),
     }
 
 
@@ -160,6 +185,7 @@ CSV_FIELDS = (
     "gain_over_best_of_1",
     "gain_ci_low",
     "gain_ci_high",
+    "drawn",
 )
 
 
@@ -221,7 +247,7 @@ def run_curve(
     }
     for item_id, why in excluded.items():
         warn(f"left out of the curve: {item_id}: {why}")
-    rows = curve_rows(config, pool, qualities, scored, token_counts, graded)
+    rows = curve_rows(config, pool, qualities, scored, token_counts, graded, cut)
     write_csv(rows, out_dir / "curve.csv")
     data = Path(config.curve.instructions or "instructions").name
     figures = plot(

@@ -48,7 +48,8 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> lis
             if scorer == POOL_MEAN_LINE:
                 continue  # it is the zero line
             data = series(scorer, length)
-            ks = [r["k"] for r in data]
+            # Candidates actually drawn: k, or fewer on average with adaptive N.
+            ks = [r.get("drawn", r["k"]) for r in data]
             colour, dash = colours[scorer]
             gains = [r["gain_over_best_of_1"] for r in data]
             ax.plot(ks, gains, dash, color=colour, label=scorer, marker="o", ms=3)
@@ -61,7 +62,7 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> lis
             )
         ax.set_xscale("log", base=2)
         ax.set_title(f"max {length} tokens")
-        ax.set_xlabel("N (candidates)")
+        ax.set_xlabel("candidates drawn (N)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("gain over best-of-1 (paired 95% CI)")
     axes[0][-1].legend(fontsize=8)
