@@ -11,8 +11,18 @@ variants and the baselines are also run on pairs 201-400 of pairs_dev, a second 
     .venv/bin/python experiments/scorer_study.py            # all variants (~60 min, 2 cores)
     .venv/bin/python experiments/scorer_study.py --only flip,forward_pmi
 
-Each (variant, data set) result is stored in experiments/results/study/ as it finishes;
-rerunning skips what is done. The table goes to experiments/results/scorer_study.md.
+Each (variant, data set) result is stored in experiments/results/study/ as it finishes,
+with a fingerprint of the scorer's settings and of bestofn's scoring code; rerunning skips
+what is done and recomputes a stale row. The table goes to experiments/results/scorer_study.md.
+
+Choose on one split, report on another. The study's items (pairs 1-400 of pairs_dev, all
+210 LLMBar pairs) are split once, by a committed seed and rule (``split_of``), into a
+selection half and a test half. ``--split-report`` (no model needed: it reads the stored
+per-item scores) ranks the variants on the selection half, and reports the test half as the
+headline: each variant's agreement and its paired difference from ``flip`` (paired
+bootstrap over the same items), in experiments/results/scorer_split.md and .json. The
+default rule: if no variant beats ``flip`` on the test half by a paired interval that
+excludes zero, the default is ``flip``, the paper's method.
 """
 
 from __future__ import annotations
@@ -128,6 +138,43 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "flip_k5_mean": ("flip", {"k": 5}, "k=5 sampled, mean F1"),
     "flip_k5_max": ("flip", {"k": 5, "aggregate": "max"}, "k=5 sampled, max F1"),
 }
+
+
+SPLIT_SEED = 20261130
+"""The committed seed of the selection/test split (never changed after the split is used)."""
+
+
+def split_of(item_id: str) -> str:
+    """``selection`` or ``test``: the first byte of sha256("<seed>:<id>"), even or odd."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{SPLIT_SEED}:{item_id}".encode()).digest()
+    return "selection" if digest[0] % 2 == 0 else "test"
+
+
+def fingerprint(variant: str, base: Any) -> str:
+    """The scorer's settings and the code that computes its scores, hashed: a stored row
+    with another fingerprint is stale and is recomputed."""
+    import hashlib
+
+    import bestofn
+
+    scorer_name, overrides, _ = VARIANTS[variant]
+    code = hashlib.sha256()
+    package = Path(bestofn.__file__).parent
+    for path in sorted((package / "scorers").glob("*.py")):
+        code.update(path.read_bytes())
+    settings = {
+        "scorer": scorer_name,
+        "overrides": overrides,
+        "model": base.model,
+        "flip": base.to_dict()["flip"],
+        "likelihood": base.to_dict()["likelihood"],
+        "judge": base.to_dict()["judge"],
+        "version": bestofn.__version__,
+        "code": code.hexdigest()[:16],
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def engine_version() -> str:
@@ -256,12 +303,135 @@ def table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def split_report(
+    variants: list[str], data: dict[str, list[Any]], store: Path, out_dir: Path
+) -> int:
+    """Choose on the selection half, report the test half, from stored per-item scores."""
+    from bestofn.analysis.agreement import agreement
+    from bestofn.analysis.best_of_k import bootstrap_ci, paired_difference
+    from bestofn.values import Score
+
+    # Per variant and item id: agreement, over every stored set (pairs 1-400, LLMBar).
+    per_item: dict[str, dict[str, float]] = {}
+    provenance: dict[str, str] = {}
+    for variant in variants:
+        values: dict[str, float] = {}
+        marks = set()
+        for set_name, items in data.items():
+            path = store / f"{variant}__{set_name}.json"
+            if not path.exists():
+                continue
+            result = json.loads(path.read_text(encoding="utf-8"))
+            marks.add(result.get("fingerprint") or "stored before fingerprints")
+            for item, row in zip(items, result["scores"], strict=True):
+                scores = [Score(v) if v is not None else Score.unscored("x") for v in row]
+                values[item.id] = agreement(scores, item.preferred)
+        if values:
+            per_item[variant] = values
+            provenance[variant] = ", ".join(sorted(marks))
+    halves: dict[str, dict[str, list[str]]] = {"selection": {}, "test": {}}
+    for set_name, items in data.items():
+        for half in halves:
+            halves[half][set_name] = [i.id for i in items if split_of(i.id) == half]
+    groups = {"pairs_dev 1-400": ("alpaca", "alpaca_201_400"), "LLMBar": ("llmbar",)}
+
+    def ids_of(half: str, group: str) -> list[str]:
+        return [i for s in groups[group] for i in halves[half][s]]
+
+    def cell(variant: str, half: str, group: str) -> dict[str, Any] | None:
+        ids = [i for i in ids_of(half, group) if i in per_item[variant]]
+        if not ids:
+            return None
+        values = [per_item[variant][i] for i in ids]
+        mean, low, high = bootstrap_ci(np.array(values))
+        out: dict[str, Any] = {"n": len(ids), "agreement": mean, "ci": [low, high]}
+        if variant != "flip" and "flip" in per_item:
+            shared = [i for i in ids if i in per_item["flip"]]
+            diff, dlo, dhi = paired_difference(
+                [per_item[variant][i] for i in shared], [per_item["flip"][i] for i in shared]
+            )
+            out["minus_flip"] = {"n": len(shared), "diff": diff, "ci_low": dlo, "ci_high": dhi}
+        return out
+
+    rows = {v: {h: {g: cell(v, h, g) for g in groups} for h in halves} for v in per_item}
+
+    def selection_score(v: str) -> float:
+        cells = [rows[v]["selection"][g] for g in groups]
+        return float(np.mean([c["agreement"] for c in cells if c])) if all(cells) else -1.0
+
+    chosen = max(per_item, key=selection_score)
+    beats = [
+        v
+        for v in per_item
+        if v != "flip"
+        and all(
+            (c := rows[v]["test"][g]) is not None and c["minus_flip"]["ci_low"] > 0 for g in groups
+        )
+    ]
+    default = chosen if chosen in beats else "flip"
+    report = {
+        "split": {"seed": SPLIT_SEED, "rule": "sha256('<seed>:<id>')[0] even: selection"},
+        "sizes": {h: {g: len(ids_of(h, g)) for g in groups} for h in halves},
+        "chosen_on_selection_half": chosen,
+        "beat_flip_on_test_half": beats,
+        "default": default,
+        "rows": rows,
+        "provenance": provenance,
+    }
+    (out_dir / "scorer_split.json").write_text(
+        json.dumps(report, indent=2) + "\n", encoding="utf-8"
+    )
+
+    def fmt(c: dict[str, Any] | None, paired: bool = False) -> str:
+        if c is None:
+            return "-"
+        text = f"{c['agreement']:.3f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
+        if paired and "minus_flip" in c:
+            d = c["minus_flip"]
+            text += f"; {d['diff']:+.3f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+        return text
+
+    sizes = report["sizes"]
+    lines = [
+        f"Split: seed {SPLIT_SEED}, an item is in the selection half when the first byte of "
+        f"sha256('{SPLIT_SEED}:<id>') is even. Selection half: pairs_dev 1-400 "
+        f"{sizes['selection']['pairs_dev 1-400']}, LLMBar {sizes['selection']['LLMBar']}; test "
+        f"half: {sizes['test']['pairs_dev 1-400']} and {sizes['test']['LLMBar']} pairs (variants "
+        "without pairs 201-400 have fewer pairs_dev items, stated per cell). Agreement with "
+        "labels [95 % bootstrap CI]; on the test half also the paired difference from flip "
+        "over the same items [paired bootstrap 95 % CI]. Chosen on the selection half: "
+        f"`{chosen}`. Variants beating flip on both test halves (interval above 0): "
+        f"{', '.join(beats) or 'none'}. Default by the rule: `{default}`.",
+        "",
+        "| variant | selection: pairs_dev | selection: LLMBar | **test: pairs_dev** (minus flip) | **test: LLMBar** (minus flip) | n test |",
+        "|---|---|---|---|---|---|",
+    ]
+    order = sorted(per_item, key=selection_score, reverse=True)
+    for v in order:
+        r = rows[v]
+        n_test = "/".join(str((r["test"][g] or {}).get("n", 0)) for g in groups)
+        lines.append(
+            f"| `{v}` | {fmt(r['selection']['pairs_dev 1-400'])} | {fmt(r['selection']['LLMBar'])} | "
+            f"{fmt(r['test']['pairs_dev 1-400'], True)} | {fmt(r['test']['LLMBar'], True)} | {n_test} |"
+        )
+    lines += ["", "Stored rows: " + "; ".join(f"{v}: {p}" for v, p in provenance.items())]
+    text = "\n".join(lines) + "\n"
+    (out_dir / "scorer_split.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", help="comma-separated variants (default: all)")
     parser.add_argument("--out-dir", default=str(HERE / "results"))
+    parser.add_argument(
+        "--split-report",
+        action="store_true",
+        help="rank the stored variants on the selection half, report the test half (no model)",
+    )
     parser.add_argument(
         "--config",
         help="a bestofn config whose model, engine, flip and likelihood settings every variant "
@@ -280,12 +450,21 @@ def main() -> int:
     store = out_dir / "study"
     store.mkdir(parents=True, exist_ok=True)
     data = {name: load(name) for name in SETS}
+    if args.split_report:
+        return split_report(variants, data, store, out_dir)
+
+    def stale(variant: str, set_name: str) -> bool:
+        path = store / f"{variant}__{set_name}.json"
+        if not path.exists():
+            return True
+        stored = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+        return stored != fingerprint(variant, base)
+
     todo = [
         (v, s)
         for v in variants
         for s in SETS
-        if (s in DEV_SETS or v in SECOND_SAMPLE_VARIANTS)
-        and not (store / f"{v}__{s}.json").exists()
+        if (s in DEV_SETS or v in SECOND_SAMPLE_VARIANTS) and stale(v, s)
     ]
     from bestofn.scorers.cache import ReconstructionCache
 
@@ -299,6 +478,7 @@ def main() -> int:
         for variant, set_name in todo:
             print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
             result = run_variant(engine, variant, data[set_name], cache, base)
+            result["fingerprint"] = fingerprint(variant, base)
             (store / f"{variant}__{set_name}.json").write_text(
                 json.dumps(result) + "\n", encoding="utf-8"
             )

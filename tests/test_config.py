@@ -56,7 +56,7 @@ def test_defaults_load_without_a_file() -> None:
     assert config.selection.tie_break == "first"
     assert config.selection.fallback == "first"
     assert config.model is None
-    assert config.scorer == "pmi_matched"
+    assert config.scorer == "flip"
 
 
 @pytest.mark.parametrize("data", [None, {}])

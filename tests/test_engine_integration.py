@@ -134,7 +134,18 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     output = tmp_path / "out.jsonl"
     code = main(
-        ["run", str(source), "--n", "2", "--max-tokens", "24", "--output", str(output)],
+        [
+            "run",
+            str(source),
+            "--n",
+            "2",
+            "--max-tokens",
+            "24",
+            "--output",
+            str(output),
+            "--scorer",
+            "pmi_matched",
+        ],
         engine=real_engine,
     )
     assert code == 3  # done, with the malformed line skipped
@@ -146,7 +157,7 @@ def test_cli_run_end_to_end(real_engine: Any, tmp_path: Path, capsys: Any) -> No
     for record in results:
         assert len(record["candidates"]) == 2
         assert record["selected_index"] in (0, 1)
-        assert record["scorer"] == "pmi_matched"  # the default selecting scorer
+        assert record["scorer"] == "pmi_matched"
         lengths = []
         for candidate in record["candidates"]:
             assert 1 <= candidate["num_tokens"] <= 24

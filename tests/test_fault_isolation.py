@@ -160,6 +160,7 @@ def test_curve_leaves_out_an_ungradable_item_and_equals_the_clean_curve(tmp_path
         "quality failed: RuntimeError: cannot grade this one"
         in summary["excluded"]["reasons"]["boom"]
     )
+
     def rows(folder: str) -> list[dict[str, str]]:
         # The same curve, the "seconds" column aside (measured time).
         with (tmp_path / folder / "curve.csv").open(encoding="utf-8") as handle:

@@ -165,8 +165,8 @@ def test_echo_penalty_lowers_a_restated_instruction() -> None:
     assert penalised[1].value == pytest.approx(1.0)
 
 
-def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
-    """The study chose pmi_matched as the default; pin what it picks on fixed pairs.
+def test_pmi_matched_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
+    """pmi_matched led the scorer study's selection half; pin what it picks on fixed pairs.
 
     FakeEngine's log-prob of a continuation word is -1 if the word occurs in the prompt,
     else -5. The response is the continuation, once after the instruction and once after
@@ -177,8 +177,7 @@ def test_default_scorer_is_pinned_on_fixed_pairs(tmp_path: object) -> None:
     from bestofn.config import Config
     from bestofn.scorers import make_scorer
 
-    config = Config()
-    assert config.scorer == "pmi_matched"
+    config = Config(scorer="pmi_matched")
     scorer = make_scorer(config.scorer, engine=FakeEngine(), config=config)
     pairs = [
         # (instruction, a, b, expected pick)

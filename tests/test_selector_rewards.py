@@ -99,10 +99,9 @@ def test_bad_prompt_shape_is_a_clear_error() -> None:
 
 
 def test_selector_default_follows_the_config_scorer() -> None:
-    # pmi_matched is the default; FakeEngine's log-probs are -1 for a continuation word found
-    # in the prompt, -5 otherwise, so a response word's PMI is 4 if it is an instruction
-    # word (and not in "Write a response."), else 0: [4, 4, 0] and [0]. The window is the
-    # shortest candidate's 1 token: means 4 and 0.
+    # flip is the default; FakeEngine infers a response's first 20 words as its
+    # instruction: "blue whales everywhere" against "blue whales" has P = 2/3, R = 1,
+    # F1 = 0.8; "trains" shares no word: 0.
     selection = Selector(FakeEngine()).select("blue whales", ["blue whales everywhere", "trains"])
     assert selection.index == 0
-    assert [s.value for s in selection.scores] == [pytest.approx(4.0), pytest.approx(0.0)]
+    assert [s.value for s in selection.scores] == [pytest.approx(0.8), pytest.approx(0.0)]

@@ -31,9 +31,9 @@ from bestofn.results import ResultsFile, check_writable, read_results
 from bestofn.scorers import SCORER_NAMES, make_scorer, needs_engine, parse_scorer_names
 from bestofn.values import Score, Selection
 
-RERANK_SCORERS = f"{Config.scorer},flip,judge,length,random"
-"""What ``rerank`` compares unless told: the default selector, the paper's FLIP, the
-same-model judge and the two baselines."""
+RERANK_SCORERS = "flip,pmi_matched,judge,length,random"
+"""What ``rerank`` compares unless told: the paper's FLIP (the default selector), the
+matched-window PMI, the same-model judge and the two baselines."""
 BATCH_ITEMS = 64
 """Items per engine call and durable write, unless --batch-items says otherwise."""
 
