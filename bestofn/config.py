@@ -331,6 +331,14 @@ class Config:
     experiments/scorer_study.py (no variant beat it on the test half by a paired interval
     that excludes zero); ``pmi_matched`` led on the selection half."""
     engine: EngineConfig = field(default_factory=EngineConfig)
+    scorer_model: str | None = None
+    """A second model that scores the candidates (a local folder, a GGUF file, or the
+    packaged ``gemma-3-270m``); None: the generating model scores them too. A small scorer
+    beside a big generator, or the reverse. Models without a chat template get plain-text
+    prompts (``Instruction: ... Response:``)."""
+    scorer_engine: EngineConfig = field(default_factory=EngineConfig)
+    """The scoring model's engine, when ``scorer_model`` is set or this section names remote
+    servers (``backend: remote``); the same keys as ``engine``."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
     likelihood: LikelihoodConfig = field(default_factory=LikelihoodConfig)
@@ -465,11 +473,12 @@ def config_from_dict(data: Any, *, source: str | None = None) -> Config:
     """Build and validate a Config from a plain mapping (as read from YAML)."""
     config = _build(Config, data, "")
     engine = config.engine
-    if engine.backend == "remote" and not engine.urls:
-        raise ConfigError(
-            "engine.urls must name at least one server when engine.backend is remote, got "
-            "none; add engine.urls to the config or pass --engine-url URL"
-        )
+    for name, section in (("engine", engine), ("scorer_engine", config.scorer_engine)):
+        if section.backend == "remote" and not section.urls:
+            raise ConfigError(
+                f"{name}.urls must name at least one server when {name}.backend is remote, "
+                f"got none; add {name}.urls to the config or pass --engine-url URL"
+            )
     if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len:
         raise ConfigError(
             "engine.max_num_batched_tokens must be >= engine.max_model_len when "

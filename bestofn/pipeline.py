@@ -126,8 +126,11 @@ class BestOfN:
         *,
         cache: Any = None,
         progress: str | None = "generate",
+        scoring_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        self.scoring_engine = scoring_engine or engine
+        """The engine the scorer runs on: the generator, or a separate scoring model."""
         self.config = config or Config()
         self._scorer = scorer
         self._cache = cache
@@ -146,7 +149,10 @@ class BestOfN:
             from bestofn.scorers import make_scorer
 
             self._scorer = make_scorer(
-                self.config.scorer, engine=self.engine, config=self.config, cache=self._cache
+                self.config.scorer,
+                engine=self.scoring_engine,
+                config=self.config,
+                cache=self._cache,
             )
         return self._scorer
 
@@ -203,6 +209,8 @@ class BestOfN:
         return request, tokens
 
     def _wants_logprobs(self) -> bool:
+        if self.scoring_engine is not self.engine:
+            return False  # another model scores: the generator's log-probabilities are not its
         if self.want_logprobs is not None:
             return self.want_logprobs
         return bool(getattr(self.scorer, "uses_generation_logprobs", False))
@@ -306,7 +314,7 @@ class BestOfN:
         scorer = self.scorer
         if not instructions:
             return []
-        with metered(self.engine) as usage:
+        with metered(self.scoring_engine) as usage:
             scores = self._isolated(scorer, instructions, candidates, contexts, stats)
         stats.scoring_s += usage["seconds"]
         stats.scoring_prompt_tokens += int(usage.get("prompt_tokens", 0))

@@ -233,6 +233,15 @@ def run_header(kind: str, config: Config, **extra: Any) -> dict[str, Any]:
     }
 
 
+def engine_record(generator: Any, scorer: Any = None) -> dict[str, Any]:
+    """The results-file record saying which model did what: the generating model, and the
+    scoring model when a separate one scores."""
+    record: dict[str, Any] = {"type": "engine", "model": generator.info}
+    if scorer is not None and scorer is not generator:
+        record["scoring_model"] = scorer.info
+    return record
+
+
 def candidate_record(index: int, candidate: Candidate, score: Score) -> dict[str, Any]:
     """One candidate in a results record: its text, token accounting and score evidence."""
     record: dict[str, Any] = {

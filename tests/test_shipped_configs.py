@@ -45,6 +45,7 @@ def test_default_yaml_writes_out_every_key_of_the_builtin_defaults() -> None:
     fields = field_tree(Config)
     assert {k for k, v in fields.items() if isinstance(v, dict)} == {
         "engine",
+        "scorer_engine",
         "generation",
         "flip",
         "likelihood",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,12 +188,20 @@ def score_pool(
     *,
     overwrite: bool,
     cache: ReconstructionCache | None,
+    scoring_engine: Engine | None = None,
 ) -> dict[tuple[str, int], Scored]:
     """Scores of every (scorer, length, item), each computed once and stored. A stored score
     counts only if it was made with the settings its scorer uses now, so a changed setting
     rescores; items added since are scored, items removed are ignored."""
     curve = config.curve
     names = list(dict.fromkeys(curve.scorers))
+    scoring = scoring_engine or engine
+    separate = scoring is not engine
+
+    def settings_of(name: str) -> dict[str, Any]:
+        settings = scorer_settings(name, config)
+        return {**settings, "scoring_model": scoring.model_id} if separate else settings
+
     store = ResultsFile(
         path,
         {"kind": "pool-scores", "model": engine.model_id, "layout": "per-item"},
@@ -211,7 +219,7 @@ def score_pool(
         key = (r.get("scorer"), r.get("length"))
         if r.get("type") != "scores" or key not in done or "ids" not in r:
             continue
-        if r.get("settings") != scorer_settings(str(key[0]), config):
+        if r.get("settings") != settings_of(str(key[0])):
             continue
         entry = done[key]
         for item_id, row in zip(r["ids"], r["scores"], strict=True):
@@ -228,20 +236,22 @@ def score_pool(
     oracle_records = dict(zip(pool.instructions, pool.records, strict=True))
     scorers = {
         name: make_scorer(
-            name, engine=engine, config=config, cache=cache, oracle_records=oracle_records
+            name, engine=scoring, config=config, cache=cache, oracle_records=oracle_records
         )
         for name in names
     }
     with path.open("a", encoding="utf-8") as handle:
         for length in curve.lengths:
             candidates = pool.at_length(engine, length)
+            if separate:  # the generator's log-probabilities are not the scoring model's
+                candidates = [[replace(c, logprobs=None) for c in row] for row in candidates]
             for name, scorer in scorers.items():
                 entry = done[(name, length)]
                 todo = [i for i, item_id in enumerate(pool.ids) if item_id not in entry.scores]
                 if not todo:
                     continue
                 warn(f"scoring {name} at {length} tokens ({len(todo)} instructions)")
-                best = BestOfN(engine, scorer, config)
+                best = BestOfN(engine, scorer, config, scoring_engine=scoring)
                 scores = best.score(
                     [pool.instructions[i] for i in todo], [candidates[i] for i in todo]
                 )
@@ -252,7 +262,7 @@ def score_pool(
                     "type": "scores",
                     "scorer": name,
                     "length": length,
-                    "settings": scorer_settings(name, config),
+                    "settings": settings_of(name),
                     "ids": ids,
                     "seconds": round(stats.scoring_s, 3),
                     "prompt_tokens": stats.scoring_prompt_tokens,

@@ -38,6 +38,12 @@ def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
             "--config", metavar="FILE", help="YAML config (default: built-in defaults)"
         )
     parser.add_argument(
+        "--scorer-model",
+        metavar="MODEL",
+        help="score with this second model (a local folder, a .gguf file, or gemma-3-270m) "
+        "instead of the generating one (config key scorer_model)",
+    )
+    parser.add_argument(
         "--engine-url",
         action="append",
         metavar="URL",
@@ -49,6 +55,8 @@ def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
 
 def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
     """The config a command runs with: the file, then the flags (None leaves a key alone)."""
+    if getattr(args, "scorer_model", None):
+        overrides["scorer_model"] = args.scorer_model
     urls = getattr(args, "engine_url", None)
     if urls:
         overrides["engine.backend"] = "remote"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 from collections.abc import Mapping, Sequence
@@ -27,10 +28,10 @@ from bestofn.commands.common import (
 from bestofn.commands.plots import ORACLE_LINE, POOL_MEAN_LINE, plot
 from bestofn.config import Config, resolve_config_path
 from bestofn.console import warn
-from bestofn.engines import Engine, open_engine
+from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import ConfigError
 from bestofn.inputs import InstructionItem, read_instructions
-from bestofn.results import ensure_dir
+from bestofn.results import engine_record, ensure_dir
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.values import Candidate, Score
 
@@ -205,6 +206,7 @@ def run_curve(
     overwrite: bool = False,
     cache: ReconstructionCache | None = None,
     title: str = "",
+    scoring_engine: Engine | None = None,
 ) -> dict[str, Any]:
     """The whole curve job; returns a summary (paths and headline numbers).
 
@@ -223,7 +225,13 @@ def run_curve(
     pool = build_pool(engine, config, kept, out_dir / "pool.jsonl", overwrite=overwrite)
     excluded.update({i: f"generation failed: {why}" for i, why in pool.failed.items()})
     scored = score_pool(
-        engine, config, pool, out_dir / "scores.jsonl", overwrite=overwrite, cache=cache
+        engine,
+        config,
+        pool,
+        out_dir / "scores.jsonl",
+        overwrite=overwrite,
+        cache=cache,
+        scoring_engine=scoring_engine,
     )
     qualities: dict[int, list[list[float]]] = {}
     cut: dict[int, list[list[Candidate]]] = {}
@@ -337,7 +345,9 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
     quality_function(config.curve.quality)  # a bad metric fails before the engine starts
     ensure_dir(config.curve.output_dir, "curve.output_dir")
     try:
-        with open_engine(config, engine=engine) as active:
+        with contextlib.ExitStack() as stack:
+            active = stack.enter_context(open_engine(config, engine=engine))
+            scoring = stack.enter_context(open_scoring_engine(config, active))
             summary = run_curve(
                 active,
                 config,
@@ -345,7 +355,9 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
                 Path(config.curve.output_dir),
                 overwrite=args.overwrite,
                 cache=open_cache(args, config),
+                scoring_engine=scoring,
             )
+            summary["models"] = engine_record(active, scoring)
     except KeyboardInterrupt:
         warn("interrupted; the pool and finished scores are kept; rerun the same command to go on")
         return EXIT_INTERRUPTED

@@ -23,11 +23,11 @@ from bestofn.commands.common import (
 )
 from bestofn.config import Config
 from bestofn.console import warn
-from bestofn.engines import Engine, open_engine
+from bestofn.engines import Engine, open_engine, scoring_side
 from bestofn.errors import ConfigError
 from bestofn.inputs import FORMATS, RerankItem, read_rerank_input
 from bestofn.pipeline import BestOfN
-from bestofn.results import ResultsFile, check_writable, read_results
+from bestofn.results import ResultsFile, check_writable, engine_record, read_results
 from bestofn.scorers import SCORER_NAMES, make_scorer, needs_engine, parse_scorer_names
 from bestofn.values import Score, Selection
 
@@ -123,8 +123,9 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
         warn(f"resuming: {len(items) - len(todo)} of {len(items)} items already in {args.output}")
     try:
         if todo and needs_engine(names):
-            with open_engine(config, engine=engine) as active:
-                results.write({"type": "engine", "model": active.info})
+            # Rerank only scores: the scoring model (scorer_model) when one is set.
+            with open_engine(scoring_side(config) or config, engine=engine) as active:
+                results.write(engine_record(active))
                 rerank_batches(args, config, names, todo, active, results)
         elif todo:
             rerank_batches(args, config, names, todo, None, results)

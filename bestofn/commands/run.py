@@ -4,6 +4,7 @@ one durable JSON line per instruction, resumable."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from bestofn.commands.common import (
@@ -19,10 +20,10 @@ from bestofn.commands.common import (
 )
 from bestofn.config import Config
 from bestofn.console import warn
-from bestofn.engines import open_engine
+from bestofn.engines import open_engine, open_scoring_engine
 from bestofn.inputs import read_instructions
 from bestofn.pipeline import BestOfN, RunStats
-from bestofn.results import ResultsFile, run_header, selection_record
+from bestofn.results import ResultsFile, engine_record, run_header, selection_record
 from bestofn.scorers import SCORER_NAMES, make_scorer
 from bestofn.values import Selection
 
@@ -100,16 +101,18 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
 
     written = 0
     try:
-        with open_engine(config, engine=engine) as active:
-            results.write({"type": "engine", "model": active.info})
+        with contextlib.ExitStack() as stack:
+            active = stack.enter_context(open_engine(config, engine=engine))
+            scoring = stack.enter_context(open_scoring_engine(config, active))
+            results.write(engine_record(active, scoring))
             scorer = make_scorer(
                 config.scorer,
-                engine=active,
+                engine=scoring,
                 config=config,
                 cache=open_cache(args, config),
                 oracle_records={item.instruction: item.extra for item in items},
             )
-            best = BestOfN(active, scorer, config)
+            best = BestOfN(active, scorer, config, scoring_engine=scoring)
 
             def write_batch(selections: list[Selection], stats: RunStats) -> None:
                 nonlocal written

@@ -8,7 +8,7 @@ from typing import Any
 
 from bestofn.commands.common import EXIT_INTERRUPTED, EXIT_OK, add_config, command_config
 from bestofn.console import warn
-from bestofn.engines import Engine, open_engine
+from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import BestOfNError, ConfigError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -57,8 +57,18 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             "use the engine; pass --api-key or set BESTOFN_API_KEY"
         )
     try:
-        with open_engine(config, engine=engine) as active:
-            run_server(active, config, host=args.host, port=args.port, api_key=api_key)
+        with (
+            open_engine(config, engine=engine) as active,
+            open_scoring_engine(config, active) as scoring,
+        ):
+            run_server(
+                active,
+                config,
+                host=args.host,
+                port=args.port,
+                api_key=api_key,
+                scoring_engine=scoring,
+            )
     except KeyboardInterrupt:
         warn("server stopped")
         return EXIT_INTERRUPTED

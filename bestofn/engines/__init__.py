@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bestofn.console import held_back, warn
@@ -32,8 +33,33 @@ __all__ = [
     "Message",
     "metered",
     "open_engine",
+    "open_scoring_engine",
     "peak_rss_mib",
+    "scoring_side",
 ]
+
+
+def scoring_side(config: Config) -> Config | None:
+    """The config of the separate scoring engine, or None when the generator scores."""
+    from bestofn.config import EngineConfig
+
+    if config.scorer_model is None and config.scorer_engine == EngineConfig():
+        return None
+    return replace(config, model=config.scorer_model or config.model, engine=config.scorer_engine)
+
+
+@contextlib.contextmanager
+def open_scoring_engine(config: Config, generator: Engine) -> Iterator[Engine]:
+    """The engine that scores: ``generator`` itself, unless the config names a separate
+    scoring model or engine (``scorer_model``, ``scorer_engine``); then that one, opened
+    and closed here."""
+    side = scoring_side(config)
+    if side is None:
+        yield generator
+        return
+    warn(f"scoring with a separate model: {side.model or 'the embedded default'}")
+    with open_engine(side) as scorer:
+        yield scorer
 
 
 @contextlib.contextmanager

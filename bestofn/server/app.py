@@ -53,11 +53,19 @@ logger = logging.getLogger("bestofn.server")
 class Service:
     """What the routes share: the config, the batcher, the model's name and the seed counter."""
 
-    def __init__(self, engine: Engine, config: Config, scorer: Scorer | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        scorer: Scorer | None,
+        scoring_engine: Engine | None = None,
+    ) -> None:
         self.config = config
         # The config's selecting scorer, with a bounded in-memory cache (a server runs long).
         cache = ReconstructionCache(max_entries=config.server.cache_entries)
-        best = BestOfN(engine, scorer, config, cache=cache, progress=None)
+        best = BestOfN(
+            engine, scorer, config, cache=cache, progress=None, scoring_engine=scoring_engine
+        )
         self.scorer_name = str(getattr(best.scorer, "name", config.scorer))
         self.batcher = Batcher(best)
         self.model_id = engine.model_id
@@ -118,6 +126,7 @@ def create_app(
     *,
     api_key: str | None = None,
     scorer: Scorer | None = None,
+    scoring_engine: Engine | None = None,
 ) -> FastAPI:
     """The FastAPI app serving best-of-N on ``engine`` (which the caller closes).
 
@@ -144,7 +153,7 @@ def create_app(
     only after all N candidates are generated and scored: selection needs all of them.
     Limits come from ``config.server``; every error is OpenAI-shaped.
     """
-    service = Service(engine, config or Config(), scorer)
+    service = Service(engine, config or Config(), scorer, scoring_engine)
     batcher = service.batcher
 
     @contextlib.asynccontextmanager
@@ -365,9 +374,10 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    scoring_engine: Engine | None = None,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM stop it gracefully)."""
-    app = create_app(engine, config, api_key=api_key)
+    app = create_app(engine, config, api_key=api_key, scoring_engine=scoring_engine)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
 
 
