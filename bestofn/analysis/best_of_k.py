@@ -407,29 +407,7 @@ def curve_table(
     # Gains over best-of-1, paired: each instruction's own difference, then resampled.
     gain = _bootstrap_columns(np.vstack(selector_rows) - base, confidence, n_resamples, seed)
     ogain = _bootstrap_columns(np.vstack(oracle_rows) - base, confidence, n_resamples, seed)
-    return [
-        CurvePoint(
-            k=k,
-            selector=float(sel[0][k - 1]),
-            selector_low=float(sel[1][k - 1]),
-            selector_high=float(sel[2][k - 1]),
-            oracle=float(orc[0][k - 1]),
-            oracle_low=float(orc[1][k - 1]),
-            oracle_high=float(orc[2][k - 1]),
-            random=float(rnd[0][0]),
-            random_low=float(rnd[1][0]),
-            random_high=float(rnd[2][0]),
-            items=len(pools),
-            gain=float(gain[0][k - 1]),
-            gain_low=float(gain[1][k - 1]),
-            gain_high=float(gain[2][k - 1]),
-            oracle_gain=float(ogain[0][k - 1]),
-            oracle_gain_low=float(ogain[1][k - 1]),
-            oracle_gain_high=float(ogain[2][k - 1]),
-            drawn=float(k),
-        )
-        for k in range(1, n + 1)
-    ]
+    return _points(n, len(pools), sel, gain, orc=orc, rnd=rnd, ogain=ogain)
 
 
 MAX_SUBSETS = 500
@@ -490,23 +468,51 @@ def rule_table(
             drawn[row, k - 1] = k
     sel = _bootstrap_columns(picked, confidence, n_resamples, seed)
     gain = _bootstrap_columns(picked - base, confidence, n_resamples, seed)
+    return _points(n, len(pools), sel, gain, drawn=[float(np.mean(drawn[:, k])) for k in range(n)])
+
+
+Columns = tuple[FloatArray, FloatArray, FloatArray]
+
+
+def _points(
+    n: int,
+    items: int,
+    sel: Columns,
+    gain: Columns,
+    *,
+    orc: Columns | None = None,
+    rnd: Columns | None = None,
+    ogain: Columns | None = None,
+    drawn: Sequence[float] | None = None,
+) -> list[CurvePoint]:
+    """One CurvePoint per k from (mean, low, high) columns; absent curves are 0."""
+
+    def at(columns: Columns | None, part: int, k: int) -> float:
+        if columns is None:
+            return 0.0
+        values = columns[part]
+        return float(values[min(k - 1, len(values) - 1)])  # a flat curve has one column
+
     return [
         CurvePoint(
             k=k,
-            selector=float(sel[0][k - 1]),
-            selector_low=float(sel[1][k - 1]),
-            selector_high=float(sel[2][k - 1]),
-            oracle=0.0,
-            oracle_low=0.0,
-            oracle_high=0.0,
-            random=0.0,
-            random_low=0.0,
-            random_high=0.0,
-            items=len(pools),
-            gain=float(gain[0][k - 1]),
-            gain_low=float(gain[1][k - 1]),
-            gain_high=float(gain[2][k - 1]),
-            drawn=float(np.mean(drawn[:, k - 1])),
+            selector=at(sel, 0, k),
+            selector_low=at(sel, 1, k),
+            selector_high=at(sel, 2, k),
+            oracle=at(orc, 0, k),
+            oracle_low=at(orc, 1, k),
+            oracle_high=at(orc, 2, k),
+            random=at(rnd, 0, k),
+            random_low=at(rnd, 1, k),
+            random_high=at(rnd, 2, k),
+            items=items,
+            gain=at(gain, 0, k),
+            gain_low=at(gain, 1, k),
+            gain_high=at(gain, 2, k),
+            oracle_gain=at(ogain, 0, k),
+            oracle_gain_low=at(ogain, 1, k),
+            oracle_gain_high=at(ogain, 2, k),
+            drawn=float(k) if drawn is None else drawn[k - 1],
         )
         for k in range(1, n + 1)
     ]
