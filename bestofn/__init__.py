@@ -13,7 +13,7 @@ from bestofn.config import (
     SelectionConfig,
     load_config,
 )
-from bestofn.engines import open_engine
+from bestofn.engines import open_engine, open_scoring_engine
 from bestofn.engines.base import Completion, Engine, GenerationRequest
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import (
@@ -84,6 +84,7 @@ __all__ = [
     "load_config",
     "make_scorer",
     "open_engine",
+    "open_scoring_engine",
     "parse_reply",
     "select_index",
     "word_f1",
