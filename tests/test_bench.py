@@ -109,3 +109,15 @@ def test_growth_fit_is_least_squares_by_hand() -> None:
         for tokens in (500, 1000, 4000)
     ]
     assert _fit(points, ["flip"]) == {"flip": {"fixed_s": 1.0, "per_1k_tokens_s": 2.0}}
+
+
+def test_default_instructions_ship_inside_the_package() -> None:
+    # Found beside the module, so a wheel install (no checkout around it) finds them too;
+    # 16 AlpacaEval instructions, one JSON object per line.
+    from pathlib import Path as _Path
+
+    import bestofn.commands.bench as bench
+
+    assert bench.DEFAULT_INSTRUCTIONS.parent == _Path(bench.__file__).parent
+    lines = bench.DEFAULT_INSTRUCTIONS.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 16 and all(json.loads(line)["instruction"] for line in lines)
