@@ -21,6 +21,10 @@ os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
+# float32 on every machine kind: bf16 numerics depend on batch shapes, so pinned parity and
+# tolerance checks would otherwise depend on whether the CPU has native bf16.
+TEST_DTYPE = "float32"
+
 # The embedded model is built once into the user's real cache and reused; everything else a
 # test writes to "the cache folder" (reconstruction caches) goes to a throwaway folder.
 MODEL_CACHE = str(cache_dir())
@@ -35,7 +39,7 @@ def real_engine() -> Iterator[Any]:
     from bestofn.engines.model_files import resolve_model
 
     path, _ = resolve_model(None, MODEL_CACHE)
-    engine = VllmEngine(path, EngineConfig(max_model_len=2048, max_num_seqs=64))
+    engine = VllmEngine(path, EngineConfig(max_model_len=2048, max_num_seqs=64, dtype=TEST_DTYPE))
     yield engine
     engine.close()
 

@@ -19,8 +19,6 @@ class VllmServer:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = os.path.join(log_dir, f"vllm-{self.port}.log")
-        from bestofn.engines.local import resolve_dtype
-
         env = {
             **os.environ,
             # vllm serve keeps torch to one thread unless told; both cores, as in-process.
@@ -33,7 +31,8 @@ class VllmServer:
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model_dir, "--served-model-name", "smollm2",
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--dtype", resolve_dtype("auto", "cpu"), "--max-model-len", "2048", "--enforce-eager",
+            # float32, as the in-process test engine (tests/conftest.py)
+            "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
             "--max-num-seqs", "64", "--no-enable-chunked-prefill",
             "--max-num-batched-tokens", "4096",
         ]  # fmt: skip
