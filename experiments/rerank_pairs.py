@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE / "data" / "pairs_dev.jsonl"
 LABELS = {
-    "pmi_matched": "pmi_matched (the default): PMI over a matched window",
+    "pmi_matched": "pmi_matched: PMI over a matched window",
     "backward_ll": "backward_ll: log P(instruction given response)",
     "flip": "FLIP (word F1, greedy, k=1)",
     "judge": "same-model judge, pointwise 1-10",
