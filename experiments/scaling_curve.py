@@ -77,13 +77,13 @@ def main() -> int:
     ]
     with (out / "curve.csv").open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if int(row["length"]) == longest and int(row["k"]) == summary["n_max"]:
-                if row.get("gain_over_best_of_1") not in (None, ""):
-                    lines.append(
-                        f"| {row['scorer']} | {float(row['gain_over_best_of_1']):+.3f} | "
-                        f"[{float(row['gain_ci_low']):+.3f}, {float(row['gain_ci_high']):+.3f}] "
-                        f"| {float(row['drawn']):.2f} |"
-                    )
+            at_headline = int(row["length"]) == longest and int(row["k"]) == summary["n_max"]
+            if at_headline and row.get("gain_over_best_of_1") not in (None, ""):
+                lines.append(
+                    f"| {row['scorer']} | {float(row['gain_over_best_of_1']):+.3f} | "
+                    f"[{float(row['gain_ci_low']):+.3f}, {float(row['gain_ci_high']):+.3f}] "
+                    f"| {float(row['drawn']):.2f} |"
+                )
     text = "\n".join(lines) + "\n"
     (out / "headline.md").write_text(text, encoding="utf-8")
     print(text)

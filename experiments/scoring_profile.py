@@ -29,14 +29,14 @@ import os
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # profile the engine core here
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -150,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def sample() -> tuple[float, int]:
         params = params_cls(
-            n=per_prompt, max_tokens=args.decode_tokens, min_tokens=args.decode_tokens,
-            temperature=0.8, top_p=0.95, seed=7, logprobs=0,
+            n=per_prompt,
+            max_tokens=args.decode_tokens,
+            min_tokens=args.decode_tokens,
+            temperature=0.8,
+            top_p=0.95,
+            seed=7,
+            logprobs=0,
         )
         started = time.perf_counter()
         outs = llm.generate(sample_prompts, params, use_tqdm=False)
@@ -201,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     matmul_gflops = 20 * 2 * 1024**3 / (time.perf_counter() - started) / 1e9
     cfg = json.loads((Path(path) / "config.json").read_text())
     hidden, layers, inter, vocab = (
-        cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["intermediate_size"],
+        cfg["vocab_size"],
     )
     kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     head_dim = hidden // cfg["num_attention_heads"]
