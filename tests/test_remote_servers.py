@@ -25,10 +25,12 @@ from bestofn.pipeline import BestOfN
 
 pytestmark = pytest.mark.engine
 
-SCORE_TOLERANCE = 0.05
+SCORE_TOLERANCE = 1e-3
 """Largest difference allowed between a candidate's score on the in-process engine and on
-a server (nats per token for the likelihood scorers): bf16 numerics depend on the batch
-shape. Measured by experiments/remote_parity.py (experiments/results/remote_parity.json)."""
+a server (nats per token for the likelihood scorers; FLIP's F1 of identical replies is
+exact). Both run float32 here; numerics depend on the batch shape, which differs between
+the two. experiments/remote_parity.py measured a largest difference of 1e-6 over 64
+candidates (experiments/results/remote_parity.json); this allows 1000 times that."""
 
 INSTRUCTIONS = [
     {"id": "capital", "instruction": "What is the capital of France? Answer in one sentence."},
