@@ -106,3 +106,27 @@ def test_shipped_flip_templates_have_one_placeholder() -> None:
     ]:
         text = load_template(path, ("response",), field=path.name)
         assert text.count("{response}") == 1, path
+
+
+def test_curve_configs_load_and_read_instruction_files_inside_the_repository() -> None:
+    for name, count in (("curve_ifeval.yaml", 181), ("curve_ifeval_test.yaml", 92)):
+        config = load_config(CONFIGS / name)
+        assert config.curve.instructions is not None
+        path = (CONFIGS / config.curve.instructions).resolve()  # relative to the config file
+        assert ROOT in path.parents, f"{name} reads {path}, outside the repository"
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+        assert len(lines) == count
+
+
+def test_ifeval_test_half_is_exactly_the_odd_digest_keys_of_the_dev_file() -> None:
+    import hashlib
+    import json
+
+    data = ROOT / "experiments" / "data"
+    dev = [json.loads(line) for line in (data / "ifeval_dev.jsonl").open(encoding="utf-8")]
+    half = [json.loads(line) for line in (data / "ifeval_test_half.jsonl").open(encoding="utf-8")]
+    odd = [
+        row for row in dev if hashlib.sha256(f"20261130:{row['key']}".encode()).digest()[0] % 2 == 1
+    ]
+    assert half == odd
+    assert 0 < len(half) < len(dev)
