@@ -3,6 +3,7 @@ largest N, and vs tokens spent."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,9 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path, *, title: str) -> lis
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("gain over best-of-1 (paired 95% CI)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    # Wrapped to the figure's width (about 11 characters per inch at this size): one panel
+    # is narrower than a title naming model, data set, metric and pool.
+    fig.suptitle(textwrap.fill(title, width=int(11 * 4.2 * len(lengths))), fontsize=10)
     fig.tight_layout()
     paths.append(out_dir / "quality_vs_n.png")
     fig.savefig(paths[-1], dpi=120)
