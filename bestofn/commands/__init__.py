@@ -1,5 +1,5 @@
 """The ``bestofn`` command line: the parser and ``main``; each command lives in its own module
-(``run``, ``validate``, ``rerank``, ``curve``, ``bench``, ``serve``) beside ``common``."""
+(``run``, ``validate``, ``rerank``, ``curve``, ``bench``, ``serve``, ``models``) beside ``common``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bestofn import __version__
-from bestofn.commands import bench, curve, rerank, run, serve, validate
+from bestofn.commands import bench, curve, models, rerank, run, serve, validate
 from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_RUN_ERROR
 from bestofn.console import quiet_engine
 from bestofn.engines.base import Engine
 from bestofn.errors import BestOfNError, ConfigError, InputError
 
-COMMANDS = (run, validate, rerank, curve, bench, serve)
+COMMANDS = (run, validate, rerank, curve, bench, serve, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

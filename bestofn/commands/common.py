@@ -38,10 +38,17 @@ def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
             "--config", metavar="FILE", help="YAML config (default: built-in defaults)"
         )
     parser.add_argument(
+        "--model",
+        metavar="NAME|FOLDER",
+        help="the model that generates (and scores, unless --scorer-model): a packaged model "
+        "name (`bestofn models` lists them), a local Hugging Face folder or a .gguf file "
+        "(config key model; default: the embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
         "--scorer-model",
-        metavar="MODEL",
-        help="score with this second model (a local folder, a .gguf file, or gemma-3-270m) "
-        "instead of the generating one (config key scorer_model)",
+        metavar="NAME|FOLDER",
+        help="score with this second model (a packaged model name, a local folder or a .gguf "
+        "file) instead of the generating one (config key scorer_model)",
     )
     parser.add_argument(
         "--engine-url",
@@ -55,6 +62,8 @@ def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
 
 def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
     """The config a command runs with: the file, then the flags (None leaves a key alone)."""
+    if getattr(args, "model", None):
+        overrides["model"] = args.model
     if getattr(args, "scorer_model", None):
         overrides["scorer_model"] = args.scorer_model
     urls = getattr(args, "engine_url", None)
