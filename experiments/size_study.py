@@ -53,6 +53,37 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
     "backward_ll": ("backward_ll", {}, "log P(instruction | response), per-token mean"),
     "pmi_matched": ("pmi_matched", {}, "PMI over the first T tokens, T = the shortest's"),
     "judge": ("judge", {}, "same-model pointwise judge, 1-10"),
+    # FLIP variants for the reconstruction search (chosen on the selection half only).
+    "flip_request": (
+        "flip",
+        {"flip": {"template": "templates/flip_request.txt"}},
+        "asks for the user's request or question; says not to copy, continue or summarise",
+    ),
+    "flip_fewshot": (
+        "flip",
+        {"flip": {"template": "templates/flip_fewshot.txt"}},
+        "four worked response -> request examples, then the request prompt",
+    ),
+    "flip_fewshot_text": (
+        "flip",
+        {"flip": {"template": "templates/flip_fewshot_text.txt", "reply_format": "text"}},
+        "the worked examples with a plain-text reply instead of JSON",
+    ),
+    "flip_fewshot_k3": (
+        "flip",
+        {"flip": {"template": "templates/flip_fewshot.txt", "k": 3}},
+        "the worked examples, k=3 sampled reconstructions (T=0.7), mean F1",
+    ),
+    "flip_fewshot_embed": (
+        "flip",
+        {"flip": {"template": "templates/flip_fewshot.txt", "similarity": "embedding"}},
+        "the worked examples' reconstructions compared by MiniLM embedding cosine",
+    ),
+    "flip_embed": (
+        "flip",
+        {"flip": {"similarity": "embedding"}},
+        "the shipped reconstructions compared by MiniLM embedding cosine",
+    ),
     "length": ("length", {}, "longer wins"),
     "random": ("random", {}, "random (seeded)"),
 }
@@ -90,8 +121,8 @@ def fingerprint(variant: str, config: Any, model_checksum: str | None) -> str:
     scorer = VARIANTS[variant][0]
     settings = scorer_settings(scorer, config) if scorer not in ENGINE_FREE else {}
     templates = {}
-    for section in ("flip", "likelihood", "judge"):
-        for key, value in settings.get(section, {}).items() if section in settings else []:
+    for section, values in settings.items():
+        for key, value in values.items() if isinstance(values, dict) else []:
             if "template" in key and isinstance(value, str):
                 path = resolve_config_path(value, config.source, f"{section}.{key}")
                 templates[f"{section}.{key}"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,261 @@
+"""The size study's tables and figure, from the stored per-item scores (no model).
+
+    .venv/bin/python experiments/size_study.py --report [--half selection]
+
+For each scoring model, scorer and set: agreement with the labels [95 % bootstrap CI], the
+paired difference from ``random`` and from the same scorer at 135M [paired bootstrap 95 %
+CI] over the items both have, and for FLIP-like scorers the copy rate and the mean word F1
+of the reconstructions with the real instruction; the seconds each took and on what
+machine. On the selection half it also ranks the FLIP variants (the reconstruction search);
+on the test half, every variant's paired difference from ``flip`` as shipped.
+Writes experiments/results/size_study[_selection].{md,json} and size_gain.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from size_study import (
+    MODELS,
+    REFERENCE_MODEL,
+    SET_LABELS,
+    SET_SLICES,
+    STORE,
+    VARIANTS,
+    chunks_of,
+    items_of,
+    read_store,
+    store_path,
+)
+
+HERE = Path(__file__).resolve().parent
+BASELINE = "random"
+
+
+def agreement_of(scores: list[float | None], preferred: int) -> float:
+    from bestofn.analysis.agreement import agreement
+    from bestofn.values import Score
+
+    return agreement(
+        [Score(v) if v is not None else Score.unscored("x") for v in scores], preferred
+    )
+
+
+def load_cell(model: str, half: str, variant: str, set_name: str) -> dict[str, Any] | None:
+    """Per-item agreement (by id) and the run's cost for one stored (model, variant, set)."""
+    path = store_path(model, half, variant, set_name)
+    rows = read_store(path)
+    if not rows:
+        return None
+    chunks = chunks_of(path)
+    fps = {r["fp"] for r in rows.values()}
+    chunks = [c for c in chunks if c.get("fp") in fps]
+    return {
+        "rows": rows,
+        "seconds": round(sum(c["seconds"] for c in chunks), 1),
+        "prompt_tokens": sum(c["prompt_tokens"] for c in chunks),
+        "output_tokens": sum(c["output_tokens"] for c in chunks),
+        "machines": sorted(
+            {f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, {c.get('dtype')}" for c in chunks}
+        ),
+    }
+
+
+def paired(mine: dict[str, float], theirs: dict[str, float]) -> dict[str, Any] | None:
+    from bestofn.analysis.best_of_k import paired_difference
+
+    shared = sorted(set(mine) & set(theirs))
+    if len(shared) < 2:
+        return None
+    diff, low, high = paired_difference([mine[i] for i in shared], [theirs[i] for i in shared])
+    return {"n": len(shared), "diff": diff, "ci_low": low, "ci_high": high}
+
+
+def report(half: str = "test") -> int:
+    from bestofn.analysis.best_of_k import bootstrap_ci
+    from bestofn.analysis.reconstruction import reconstruction_metrics
+
+    items = {s: {i.id: i for i in items_of(s, half)} for s in SET_SLICES}
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in MODELS:
+        for variant in VARIANTS:
+            for set_name in SET_SLICES:
+                cell = load_cell(model, half, variant, set_name)
+                if cell is None:
+                    continue
+                by_id = items[set_name]
+                values = {
+                    i: agreement_of(r["scores"], by_id[i].preferred)
+                    for i, r in cell["rows"].items()
+                    if i in by_id
+                }
+                mean, low, high = bootstrap_ci(np.array(list(values.values())))
+                out: dict[str, Any] = {
+                    "n": len(values),
+                    "of": len(by_id),
+                    "agreement": mean,
+                    "ci": [low, high],
+                    "unscored": sum(
+                        v is None for r in cell["rows"].values() for v in r["scores"]
+                    ),
+                    "seconds": cell["seconds"],
+                    "prompt_tokens": cell["prompt_tokens"],
+                    "output_tokens": cell["output_tokens"],
+                    "machines": cell["machines"],
+                    "per_item": values,
+                }
+                units = [
+                    (by_id[i].instruction, c.text, inferred)
+                    for i, r in cell["rows"].items()
+                    if i in by_id and "inferred" in r
+                    for c, inferred in zip(by_id[i].candidates, r["inferred"], strict=True)
+                    if inferred
+                ]
+                if units:
+                    out["reconstruction"] = reconstruction_metrics(units)
+                cells.setdefault(model, {}).setdefault(variant, {})[set_name] = out
+    # Random does not read the model (its seed comes from the instruction): its stored
+    # scores, from whichever model's run, serve every model.
+    random_items: dict[str, dict[str, float]] = {s: {} for s in SET_SLICES}
+    for variants in cells.values():
+        for set_name, out in variants.get(BASELINE, {}).items():
+            random_items[set_name].update(out["per_item"])
+    for model, variants in cells.items():
+        for variant, sets in variants.items():
+            for set_name, out in sets.items():
+                if variant != BASELINE:
+                    out["minus_random"] = paired(out["per_item"], random_items[set_name])
+                ref = cells.get(REFERENCE_MODEL, {}).get(variant, {}).get(set_name)
+                if ref is not None and model != REFERENCE_MODEL:
+                    out["minus_135m"] = paired(out["per_item"], ref["per_item"])
+                shipped = variants.get("flip", {}).get(set_name)
+                if variant.startswith("flip_") and shipped is not None:
+                    out["minus_flip"] = paired(out["per_item"], shipped["per_item"])
+    suffix = "" if half == "test" else f"_{half}"
+    out_dir = HERE / "results"
+    serial = {
+        m: {v: {s: {k: x for k, x in c.items() if k != "per_item"} for s, c in sets.items()}
+            for v, sets in vs.items()}
+        for m, vs in cells.items()
+    }  # fmt: skip
+    (out_dir / f"size_study{suffix}.json").write_text(
+        json.dumps({"half": half, "cells": serial}, indent=2) + "\n", encoding="utf-8"
+    )
+    text = markdown(cells, half)
+    (out_dir / f"size_study{suffix}.md").write_text(text, encoding="utf-8")
+    print(text)
+    if half == "test":
+        figure(cells, out_dir / "size_gain.png")
+    return 0
+
+
+def fmt_ci(c: dict[str, Any] | None, key: str = "agreement") -> str:
+    if c is None:
+        return "-"
+    return f"{c[key]:.3f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
+
+
+def fmt_diff(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "-"
+    return f"{d['diff']:+.3f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+
+
+def markdown(cells: dict[str, Any], half: str) -> str:
+    lines = [
+        f"Size study, {half} half of the scorer study's split (seed 20261130). Agreement with "
+        "the preference labels (ties count half) [95 % bootstrap CI]; paired differences "
+        "over the same items [paired bootstrap 95 % CI]. n = items scored of the half "
+        "(a run still in progress has fewer). Machine and dtype per cell.",
+        "",
+    ]
+    for set_name in SET_SLICES:
+        lines += [
+            f"### {SET_LABELS[set_name]}",
+            "",
+            "| model | scorer | n | agreement | minus random | minus same scorer at 135M "
+            "| minus flip | copy rate | reconstruction F1 | seconds | machine |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for model in MODELS:
+            for variant in VARIANTS:
+                c = cells.get(model, {}).get(variant, {}).get(set_name)
+                if c is None:
+                    continue
+                rec = c.get("reconstruction") or {}
+                lines.append(
+                    f"| {model} | `{variant}` | {c['n']}/{c['of']} | {fmt_ci(c)} | "
+                    f"{fmt_diff(c.get('minus_random'))} | {fmt_diff(c.get('minus_135m'))} | "
+                    f"{fmt_diff(c.get('minus_flip'))} | "
+                    f"{rec.get('copy_rate', '-')} | {rec.get('instruction_f1', '-')} | "
+                    f"{c['seconds']:.0f} | {'; '.join(c['machines'])} |"
+                )
+        lines.append("")
+    if half == "selection":
+        lines += selection_ranking(cells)
+    return "\n".join(lines) + "\n"
+
+
+def selection_ranking(cells: dict[str, Any]) -> list[str]:
+    """Rank the FLIP variants per model by mean agreement over both sets (selection half)."""
+    lines = ["### FLIP variants ranked on the selection half (mean over the sets)", ""]
+    for model, variants in cells.items():
+        ranked = []
+        for variant, sets in variants.items():
+            if VARIANTS[variant][0] != "flip" or set(sets) != set(SET_SLICES):
+                continue
+            complete = all(c["n"] == c["of"] for c in sets.values())
+            ranked.append(
+                (np.mean([c["agreement"] for c in sets.values()]), variant, complete)
+            )
+        ranked.sort(reverse=True)
+        shown = ", ".join(
+            f"`{v}` {m:.3f}{'' if done else ' (partial)'}" for m, v, done in ranked
+        )
+        lines.append(f"- {model}: {shown or 'no variant scored on both sets yet'}")
+    return [*lines, ""]
+
+
+def figure(cells: dict[str, Any], path: Path) -> None:
+    """Gain over random (paired, with its interval) against scoring-model parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SET_SLICES), figsize=(11, 4.2), sharey=True)
+    for ax, set_name in zip(np.atleast_1d(axes), SET_SLICES, strict=True):
+        for variant in VARIANTS:
+            if variant in (BASELINE, "length") or variant.startswith("flip_"):
+                continue
+            xs, ys, lo, hi = [], [], [], []
+            for model, params in MODELS.items():
+                c = cells.get(model, {}).get(variant, {}).get(set_name)
+                d = c.get("minus_random") if c else None
+                if d is None or c["n"] < c["of"]:
+                    continue
+                xs.append(params)
+                ys.append(d["diff"])
+                lo.append(d["diff"] - d["ci_low"])
+                hi.append(d["ci_high"] - d["diff"])
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=variant)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("scoring-model parameters")
+        ax.set_title(f"{SET_LABELS[set_name]}, test half", fontsize=9)
+    np.atleast_1d(axes)[0].set_ylabel("agreement minus random (paired, 95 % CI)")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("Preference agreement gain over random vs scoring-model size", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(report(sys.argv[1] if len(sys.argv) > 1 else "test"))
