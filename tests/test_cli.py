@@ -421,7 +421,7 @@ def test_bad_model_path_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[st
         main(["run", str(make_input(tmp_path)), "--config", str(config), "--output", str(out)]) == 1
     )
     err = capsys.readouterr().err
-    assert "bestofn: error: model must be a local Hugging Face folder or GGUF file" in err
+    assert "bestofn: error: model must be a packaged model name" in err
     assert "no-such-model" in err
 
 

