@@ -198,7 +198,7 @@ def assert_nothing_assembled(target: Path) -> None:
 
 
 def test_parts_in_order_assemble_into_the_original_file(
-    fake_parts: Callable[..., FakeParts], llama_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+    fake_parts: Callable[..., FakeParts], llama_bytes: bytes
 ) -> None:
     fake = fake_parts(llama_bytes)
     # Three non-empty parts, each smaller than the whole.
@@ -215,7 +215,7 @@ def test_parts_in_order_assemble_into_the_original_file(
     assert path.read_bytes() == llama_bytes
 
 
-def test_read_gguf_header_on_the_assembled_first_part(
+def test_read_gguf_header_reads_the_first_part_alone(
     fake_parts: Callable[..., FakeParts], llama_bytes: bytes
 ) -> None:
     fake = fake_parts(llama_bytes)
@@ -448,12 +448,14 @@ def test_a_packaged_tiny_llama_is_assembled_converted_and_reused(
     beside = sorted(p.name for p in folder.parent.iterdir() if not p.name.endswith(".lock"))
     assert beside == ["gguf", "tiny-llama-test-bf16"]
 
-    # A second call reuses the build: no conversion, not even the parts are needed.
+    # A second call reuses the build: no conversion; neither the parts nor the assembled
+    # GGUF are needed any more (deleting it reclaims the space).
     def no_conversion(*args: object, **kwargs: object) -> None:
         raise AssertionError("converted twice")
 
     monkeypatch.setattr(model_files, "convert_gguf", no_conversion)
     fake.installed.clear()
+    fake.target.unlink()
     again, described_again = resolve_model(fake.spec.name, fake.cache)
     assert again == path
     assert described_again["checksum"] == digest
@@ -603,13 +605,18 @@ def test_models_table_counts_a_packaged_model_once_built(
     """A fake-converted packaged model shows as built, with the sizes its manifest lists."""
     fake = fake_parts(b"GGUF" + b"\x00" * 20)
 
+    converted: list[tuple[Path, Path]] = []
+
     def fake_convert(gguf: Path, target: Path, *, source: dict[str, Any]) -> dict[str, Any]:
+        converted.append((gguf, target))
         write_build(target, {"config.json": 7, "model.safetensors": 300}, source=source)
-        return json.loads((target / "bestofn-manifest.json").read_text())
+        manifest: dict[str, Any] = json.loads((target / "bestofn-manifest.json").read_text())
+        return manifest
 
     monkeypatch.setattr(model_files, "convert_gguf", fake_convert)
     monkeypatch.setattr(model_files, "assemble_parts", lambda parts, target, spec: target)
     resolve_model(fake.spec.name, fake.cache)
+    assert converted == [(fake.target, Path(fake.cache) / "models" / "tiny-llama-test-bf16")]
     rows = models_json(Path(fake.cache), capsys)
     assert rows["tiny-llama-test"]["built"] is True
     assert rows["tiny-llama-test"]["size_bytes"] == 307

