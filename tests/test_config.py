@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -445,24 +447,144 @@ def config_dicts(draw: st.DrawFn) -> Any:
     return data
 
 
-def check_config_or_error(build: Callable[[], Config]) -> None:
-    try:
-        config = build()
-    except ConfigError:
-        return
+# Well-formed configs: every drawn value obeys its field's rule and the cross-field rules, so
+# the readers must accept them and keep every value. Mixed into the fuzzing below, so a
+# reader that rejected everything, or dropped values, would fail it.
+
+SECTIONS: dict[str, Any] = {
+    f.name: f.default_factory
+    for f in dataclasses.fields(Config)
+    if dataclasses.is_dataclass(f.default_factory)
+}
+"""Every section of a Config (engine, scorer_engine, generation, flip...) and its class."""
+PLAIN_FIELDS = [f.name for f in dataclasses.fields(Config) if f.name not in (*SECTIONS, "source")]
+SCORER_NAMES = ("flip", "judge", "pairwise", "length", "random", "backward_ll", "pmi_matched")
+URLS = st.lists(
+    st.sampled_from(["http://127.0.0.1:8000/v1", "https://10.0.0.5:8001/v1", "http://h/v1"]),
+    min_size=1,
+    max_size=3,
+)
+# Text YAML writes and reads back unchanged in every style (the fuzzing above has the rest).
+PRINTABLE = st.characters(categories=["L", "N", "P", "S", "Zs"], max_codepoint=0xFFFF)
+SPECIAL_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "scorer": st.sampled_from(SCORER_NAMES),
+    "urls": URLS,
+    "scorers": st.lists(st.sampled_from(SCORER_NAMES), min_size=1, max_size=4),
+    "lengths": st.lists(st.integers(1, 4096), min_size=1, max_size=4, unique=True).map(sorted),
+}
+"""Fields whose rule a plain strategy of their type would almost never meet."""
+
+
+def valid_values(cls: type, name: str) -> st.SearchStrategy[Any]:
+    """Values of field ``name`` of ``cls`` that its type and its rule accept."""
+    if name in SPECIAL_VALUES:
+        return SPECIAL_VALUES[name]
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    tp = typing.get_type_hints(cls)[name]
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    options = list(typing.get_args(tp)) if union else [tp]
+    strategies: list[st.SearchStrategy[Any]] = []
+    for option in options:
+        if option is type(None):
+            strategies.append(st.none())
+        elif typing.get_origin(option) is typing.Literal:
+            strategies.append(st.sampled_from(typing.get_args(option)))
+        elif option is bool:
+            strategies.append(st.booleans())
+        elif option is int:
+            strategies.append(st.integers(0, 1100) | st.integers(-(2**40), 2**40))
+        elif option is float:
+            small = st.floats(0, 1, allow_nan=False) | st.integers(0, 3)
+            strategies.append(small | st.floats(-10, 1e6, allow_nan=False))
+        elif option is str:
+            strategies.append(st.text(PRINTABLE, max_size=12))
+        else:
+            raise AssertionError(f"no strategy for {cls.__name__}.{name}: {tp!r}")
+    check = field.metadata.get("check")
+    values = st.one_of(strategies)
+    return values.filter(lambda v: v is None or check(v)) if check else values
+
+
+@st.composite
+def well_formed_config_dicts(draw: st.DrawFn) -> dict[str, Any]:
+    """A partial config whose every value is valid: some top-level fields and sections,
+    each with some of its fields; then the cross-field rules are made to hold."""
+    data: dict[str, Any] = {}
+    for name in draw(st.lists(st.sampled_from(PLAIN_FIELDS), unique=True, max_size=3)):
+        data[name] = draw(valid_values(Config, name))
+    for section in draw(st.lists(st.sampled_from(sorted(SECTIONS)), unique=True, max_size=4)):
+        cls = SECTIONS[section]
+        names = [f.name for f in dataclasses.fields(cls)]
+        chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=5))
+        data[section] = {name: draw(valid_values(cls, name)) for name in chosen}
+    # The cross-field rules of config_from_dict, met by raising or adding values.
+    for name in ("engine", "scorer_engine"):
+        section = data.get(name, {})
+        if section.get("backend") == "remote" and "urls" not in section:
+            section["urls"] = draw(URLS)
+    engine = data.get("engine", {})
+    model_len = engine.get("max_model_len", EngineConfig.max_model_len)
+    if not engine.get("enable_chunked_prefill", False) and (
+        engine.get("max_num_batched_tokens", EngineConfig.max_num_batched_tokens) < model_len
+    ):
+        data.setdefault("engine", engine)["max_num_batched_tokens"] = model_len
+    generation = data.get("generation", {})
+    if generation.get("max_tokens", GenerationConfig.max_tokens) + 16 > model_len:
+        data.setdefault("generation", generation)["max_tokens"] = model_len - 16
+    return data
+
+
+def check_config_or_error(
+    build: Callable[[], Config], well_formed: dict[str, Any] | None = None
+) -> None:
+    """``build()`` gives a valid Config or raises ConfigError; given the ``well_formed``
+    data it was built from, it must give a Config holding every value of it."""
+    if well_formed is None:
+        try:
+            config = build()
+        except ConfigError:
+            return
+    else:
+        config = build()  # a ConfigError here fails the test: the data is valid
+        for key, value in well_formed.items():
+            if isinstance(value, dict):
+                for name, item in value.items():
+                    held = getattr(getattr(config, key), name)
+                    assert held == (tuple(item) if isinstance(item, list) else item), (
+                        f"{key}.{name}: wrote {item!r}, read {held!r}"
+                    )
+            else:
+                assert getattr(config, key) == value, f"{key}: wrote {value!r}"
     assert isinstance(config, Config)
     # A config that passed validation passes it again, unchanged.
     data = {k: v for k, v in config.to_dict().items() if k != "source"}
     assert config_from_dict(data, source=config.source) == config
 
 
+def test_well_formed_config_strategy_reaches_every_field() -> None:
+    """Each field has a strategy of valid values (a new field type needs one here)."""
+    for name in PLAIN_FIELDS:
+        valid_values(Config, name)
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            valid_values(cls, f.name)
+
+
+config_cases = config_dicts().map(lambda d: (d, False)) | well_formed_config_dicts().map(
+    lambda d: (d, True)
+)
+
+
 @FUZZ
-@given(data=config_dicts())
-def test_config_from_any_nested_structure(tmp_path: Path, data: Any) -> None:
-    check_config_or_error(lambda: config_from_dict(data))
+@given(case=config_cases)
+def test_config_from_any_nested_structure(tmp_path: Path, case: tuple[Any, bool]) -> None:
+    data, valid = case
+    check_config_or_error(lambda: config_from_dict(data), data if valid else None)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    check_config_or_error(lambda: load_config(path))
+    check_config_or_error(lambda: load_config(path), data if valid else None)
+    if valid:
+        assert load_config(path).source == str(path)
 
 
 yaml_tokens = st.sampled_from(
@@ -505,12 +627,24 @@ yaml_tokens = st.sampled_from(
 )
 
 
+# Well-formed YAML: valid configs written in block style or in flow style.
+well_formed_yaml = well_formed_config_dicts().flatmap(
+    lambda d: st.sampled_from(
+        [yaml.safe_dump(d, allow_unicode=True), yaml.safe_dump(d, default_flow_style=True)]
+    ).map(lambda text: (text, d))
+)
+yaml_cases = (st.text() | st.lists(yaml_tokens, max_size=25).map("".join)).map(
+    lambda text: (text, None)
+) | well_formed_yaml
+
+
 @FUZZ
-@given(text=st.text() | st.lists(yaml_tokens, max_size=25).map("".join))
-def test_load_config_on_any_yaml_text(tmp_path: Path, text: str) -> None:
+@given(case=yaml_cases)
+def test_load_config_on_any_yaml_text(tmp_path: Path, case: tuple[str, Any]) -> None:
+    text, well_formed = case
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")
-    check_config_or_error(lambda: load_config(path))
+    check_config_or_error(lambda: load_config(path), well_formed)
 
 
 PATHOLOGICAL_YAML = {

@@ -1,10 +1,12 @@
 """Fuzzing the input readers (``bestofn.inputs``): read_instructions and read_rerank_input
-on any bytes report one item or one named error per line, never crash; pathological JSON
-lines (deep nesting, huge integers) are bad lines like any other."""
+on any bytes report one item or one named error per line, never raise; on a well-formed
+file they return exactly its items and no error; pathological JSON lines (deep nesting,
+huge integers) are bad lines like any other."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from helpers import FUZZ, json_values
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bestofn.errors import BestOfNError, InputError
+from bestofn.errors import InputError
 from bestofn.inputs import read_instructions, read_rerank_input
 
 RECORD_KEYS = [
@@ -105,33 +107,193 @@ def check_report(report: Any, data: bytes) -> None:
     assert all(isinstance(i.instruction, str) and i.instruction.strip() for i in report.items)
 
 
+# Well-formed files: every non-blank line a valid item, ids unique. A reader must return
+# exactly these items and no error; mixed into the fuzzing below, so a reader that raised,
+# or turned good lines into errors, fails it.
+LINE_TEXT = st.characters(blacklist_characters="\n\r\ufeff", blacklist_categories=["Cs"])
+given_ids = st.text(min_size=1, max_size=6).filter(
+    lambda s: bool(s.strip()) and not s.startswith("line-")
+) | st.integers(-1000, 10**6)
+non_blank = st.text(max_size=16).filter(lambda s: bool(s.strip()))
+
+
+@dataclass
+class WellFormed:
+    """A well-formed file: its lines (blank ones included) and what a reader must find."""
+
+    lines: list[str] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, draw: st.DrawFn, line: str, item: dict[str, Any]) -> None:
+        self.lines.extend(draw(st.lists(st.sampled_from(["", "  ", "\t"]), max_size=1)))
+        self.lines.append(line)
+        self.items.append({**item, "line": len(self.lines)})
+
+    def data(self, draw: st.DrawFn) -> bytes:
+        sep = draw(st.sampled_from(["\n", "\r\n"]))
+        text = sep.join(self.lines) + draw(st.sampled_from(["", sep]))
+        bom = draw(st.sampled_from([b"", b"\xef\xbb\xbf"]))
+        return bom + text.encode("utf-8")
+
+
+def record_id(draw: st.DrawFn, record: dict[str, Any], value: str | int) -> None:
+    """Give the record ``value`` under "id" or "key", or no id (then it is line-N)."""
+    key = draw(st.sampled_from(["id", "key", None]))
+    if key is not None:
+        record[key] = value
+
+
+def expected_id(record: dict[str, Any], line: int) -> str:
+    return str(record.get("id", record.get("key", f"line-{line}")))
+
+
+@st.composite
+def well_formed_instruction_files(draw: st.DrawFn) -> tuple[str, bytes, WellFormed]:
+    """(file name, bytes, expected items): JSONL records or plain-text lines."""
+    out = WellFormed()
+    if draw(st.booleans()):
+        for ident in draw(st.lists(given_ids, min_size=1, max_size=5, unique_by=str)):
+            record: dict[str, Any] = {}
+            record_id(draw, record, ident)
+            key = draw(st.sampled_from(["instruction", "prompt"]))
+            record[key] = draw(non_blank)
+            extra = draw(st.dictionaries(st.sampled_from(["other", "n"]), json_values, max_size=1))
+            record.update(extra)
+            line = json.dumps(record, ensure_ascii=draw(st.booleans()))
+            item = {"instruction": record[key], "extra": extra, "record": record}
+            out.add(draw, line, item)
+        for item in out.items:
+            item["id"] = expected_id(item.pop("record"), item["line"])
+        return draw(st.sampled_from(["in.jsonl", "in"])), out.data(draw), out
+    for _ in range(draw(st.integers(1, 5))):
+        text = draw(st.text(LINE_TEXT, max_size=16).filter(lambda s: bool(s.strip())))
+        # A file named "in" is read as JSONL when its first line starts with "{".
+        text = "x" + text if text.lstrip().startswith("{") else text
+        out.add(draw, text, {"instruction": text.strip(), "extra": {}})
+    for item in out.items:
+        item["id"] = f"line-{item['line']}"
+    return draw(st.sampled_from(["in.txt", "in"])), out.data(draw), out
+
+
+candidate_texts = st.lists(st.text(max_size=8), min_size=1, max_size=3)
+
+
+@st.composite
+def well_formed_rerank_files(draw: st.DrawFn) -> tuple[bytes, str | None, WellFormed]:
+    """(bytes, --format or None, expected items) in the three formats, mixed when the
+    format is detected per line."""
+    fmt = draw(st.sampled_from([None, "candidates", "pairwise", "chat"]))
+    ids = draw(st.lists(given_ids, min_size=1, max_size=5, unique_by=str))
+    out = WellFormed()
+    for ident in ids:
+        kind = fmt or draw(st.sampled_from(["candidates", "pairwise", "chat"]))
+        record: dict[str, Any] = {}
+        record_id(draw, record, ident)
+        context = None
+        if kind == "pairwise":
+            instruction = record["instruction"] = draw(non_blank)
+            texts = [draw(st.text(max_size=8)), draw(st.text(max_size=8))]
+            record["response_a"], record["response_b"] = texts
+            choice = draw(st.sampled_from([None, "a", "b", "A", " B "]))
+            preferred = None if choice is None else "ab".index(choice.strip().lower())
+        else:
+            texts = draw(candidate_texts)
+            # Either form of a candidate: a string or {"text": ...}.
+            wrap = draw(st.lists(st.booleans(), min_size=len(texts), max_size=len(texts)))
+            record["candidates"] = [
+                {"text": t} if w else t for t, w in zip(texts, wrap, strict=True)
+            ]
+            preferred = draw(st.none() | st.integers(0, len(texts) - 1))
+            if kind == "chat":
+                instruction = draw(non_blank)
+                earlier = draw(
+                    st.lists(
+                        st.tuples(st.sampled_from(["system", "user", "assistant"]), non_blank),
+                        max_size=2,
+                    )
+                )
+                turns = [*earlier, ("user", instruction)]
+                record["messages"] = [{"role": r, "content": c} for r, c in turns]
+                context = "\n".join(f"{r}: {c}" for r, c in earlier) or None
+            else:
+                instruction = record["prompt" if draw(st.booleans()) else "instruction"] = draw(
+                    non_blank
+                )
+        if preferred is not None or draw(st.booleans()):
+            record["preferred"] = choice if kind == "pairwise" else preferred
+        item: dict[str, Any] = {
+            "instruction": instruction,
+            "candidates": texts,
+            "preferred": preferred,
+            "context": context,
+            "format": kind,
+            "record": record,
+        }
+        out.add(draw, json.dumps(record, ensure_ascii=draw(st.booleans())), item)
+    for item in out.items:
+        item["id"] = expected_id(item.pop("record"), item["line"])
+    return out.data(draw), fmt, out
+
+
+instruction_cases = (
+    st.tuples(st.sampled_from(["in.jsonl", "in.txt", "in"]), input_files, st.none())
+    | well_formed_instruction_files()
+)
+rerank_cases = (
+    st.tuples(input_files, st.sampled_from([None, "candidates", "pairwise", "chat"]), st.none())
+    | well_formed_rerank_files()
+)
+
+
 @FUZZ
-@given(data=input_files, name=st.sampled_from(["in.jsonl", "in.txt", "in"]))
-def test_read_instructions_on_any_bytes(tmp_path: Path, data: bytes, name: str) -> None:
+@given(case=instruction_cases)
+def test_read_instructions_on_any_bytes(
+    tmp_path: Path, case: tuple[str, bytes, WellFormed | None]
+) -> None:
+    name, data, well_formed = case
     path = tmp_path / name
     path.write_bytes(data)
-    try:
-        report = read_instructions(path)
-    except BestOfNError:
-        return
+    report = read_instructions(path)  # any bytes in a file: a report, never an exception
     check_report(report, data)
     if report.format == "text":
         assert all(i.id == f"line-{i.line}" for i in report.items)
+    if well_formed is not None:
+        assert report.errors == []
+        found = [
+            {"id": i.id, "instruction": i.instruction, "extra": i.extra, "line": i.line}
+            for i in report.items
+        ]
+        assert found == well_formed.items
 
 
 @FUZZ
-@given(data=input_files, fmt=st.sampled_from([None, "candidates", "pairwise", "chat"]))
-def test_read_rerank_input_on_any_bytes(tmp_path: Path, data: bytes, fmt: str | None) -> None:
+@given(case=rerank_cases)
+def test_read_rerank_input_on_any_bytes(
+    tmp_path: Path, case: tuple[bytes, str | None, WellFormed | None]
+) -> None:
+    data, fmt, well_formed = case
     path = tmp_path / "in.jsonl"
     path.write_bytes(data)
-    try:
-        report = read_rerank_input(path, fmt=fmt)
-    except BestOfNError:
-        return
+    report = read_rerank_input(path, fmt=fmt)  # any bytes in a file: a report, never raises
     check_report(report, data)
     for item in report.items:
         assert item.candidates and all(isinstance(c.text, str) for c in item.candidates)
         assert item.preferred is None or 0 <= item.preferred < len(item.candidates)
+    if well_formed is not None:
+        assert report.errors == []
+        found = [
+            {
+                "id": i.id,
+                "instruction": i.instruction,
+                "candidates": [c.text for c in i.candidates],
+                "preferred": i.preferred,
+                "context": i.context,
+                "format": i.format,
+                "line": i.line,
+            }
+            for i in report.items
+        ]
+        assert found == well_formed.items
 
 
 PATHOLOGICAL_LINES = {

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from bestofn.config import Config, load_config, reference_markdown
+from bestofn.config import Config, load_config, reference_markdown, resolve_config_path
 from bestofn.scorers.templates import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,11 +99,54 @@ def test_gpu_yaml_is_valid_and_points_at_a_local_model() -> None:
     assert config.generation.n == 16
 
 
+SHIPPED_CONFIGS = {
+    "default.yaml",
+    "gpu.yaml",
+    "curve_ifeval.yaml",
+    "curve_ifeval_test.yaml",
+    "curve_ifeval_test_adaptive.yaml",
+    "curve_ifeval_size.yaml",
+    "curve_ifeval_size_small_scorer.yaml",
+}
+RESPONSE_TEMPLATES = {
+    "flip.txt",
+    "flip_fewshot.txt",
+    "flip_fewshot_text.txt",
+    "flip_plain.txt",
+    "flip_reasoning.txt",
+    "flip_request.txt",
+    "flip_task_first.txt",
+    "flip_text.txt",
+    "backward.txt",
+    "backward_fewshot.txt",
+}
+"""The reconstruction (flip*) and backward-likelihood (backward*) prompts we ship: each
+shows the response through one ``{response}`` placeholder."""
+
+
+def test_every_shipped_config_loads_and_finds_its_templates() -> None:
+    paths = sorted(CONFIGS.glob("*.yaml"))
+    missing = sorted(SHIPPED_CONFIGS - {p.name for p in paths})
+    assert not missing, f"the glob found {[p.name for p in paths]}, not {missing}"
+    for path in paths:
+        config = load_config(path)
+        assert config.template_path().is_file(), path
+        for value, name in (
+            (config.likelihood.template, "likelihood.template"),
+            (config.judge.template, "judge.template"),
+            (config.judge.pairwise_template, "judge.pairwise_template"),
+        ):
+            assert resolve_config_path(value, config.source, name).is_file(), (path, name)
+
+
 def test_shipped_flip_templates_have_one_placeholder() -> None:
-    for path in [
+    paths = [
         *(CONFIGS / "templates").glob("flip*.txt"),
         *(CONFIGS / "templates").glob("backward*.txt"),
-    ]:
+    ]
+    missing = sorted(RESPONSE_TEMPLATES - {p.name for p in paths})
+    assert not missing, f"the glob found {sorted(p.name for p in paths)}, not {missing}"
+    for path in paths:
         text = load_template(path, ("response",), field=path.name)
         assert text.count("{response}") == 1, path
 
