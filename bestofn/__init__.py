@@ -27,7 +27,15 @@ from bestofn.errors import (
 )
 from bestofn.pipeline import BestOfN, RunStats, Selector, Task
 from bestofn.rewards import FlipReward, configure_flip_reward, flip_reward
-from bestofn.scorers import SCORER_NAMES, SCORERS, LengthScorer, RandomScorer, Scorer, make_scorer
+from bestofn.scorers import (
+    SCORER_NAMES,
+    SCORERS,
+    LengthScorer,
+    RandomScorer,
+    Scorer,
+    ScorerEntry,
+    make_scorer,
+)
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.scorers.flip import FlipScorer
 from bestofn.scorers.judge import PairwiseJudge, PointwiseJudge
@@ -74,6 +82,7 @@ __all__ = [
     "RunStats",
     "Score",
     "Scorer",
+    "ScorerEntry",
     "Selection",
     "SelectionConfig",
     "Selector",

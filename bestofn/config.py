@@ -34,20 +34,6 @@ def constrained(default: T, must_be: str, check: Callable[[Any], bool]) -> T:
     return field(default=default, metadata={"must_be": must_be, "check": check})
 
 
-def _known_scorer(name: Any) -> bool:
-    from bestofn.scorers import check_scorer_names  # the registry is the one list of names
-
-    check_scorer_names([name], "scorer")  # raises with a did-you-mean
-    return True
-
-
-def _known_scorers(names: Any) -> bool:
-    from bestofn.scorers import check_scorer_names
-
-    check_scorer_names(names, "curve.scorers")
-    return len(names) > 0
-
-
 def configs_dir() -> Path:
     """The folder holding the shipped configs and prompt templates.
 
@@ -279,9 +265,12 @@ class CurveConfig:
     )
     """Output lengths in tokens; the pool is sampled once at the longest and truncated."""
     scorers: tuple[str, ...] = constrained(
-        ("flip", "judge", "length", "random"), "a non-empty list of scorer names", _known_scorers
+        ("flip", "judge", "length", "random"),
+        "a non-empty list of scorer names",
+        lambda v: len(v) > 0 and all(name.strip() for name in v),
     )
-    """Selectors to compare (oracle and random-pick lines are always drawn)."""
+    """Selectors to compare (oracle and random-pick lines are always drawn); names as for
+    ``scorer``."""
     quality: str = "ifeval_strict"
     """``ifeval_strict``, ``ifeval_loose``, or ``python:module:function`` taking
     (instruction, text, record) and returning a float."""
@@ -328,8 +317,13 @@ class Config:
     model_cache_dir: str | None = None
     """Where the embedded and packaged models are built; env BESTOFN_CACHE_DIR, then
     ~/.cache/bestofn."""
-    scorer: str = constrained("flip", "a scorer name (see docs/scorers.md)", _known_scorer)
-    """The scorer that selects in ``run``, ``serve`` and Selector: any registered name. The
+    scorer: str = constrained(
+        "flip", "a scorer name (see docs/scorers.md)", lambda v: bool(v.strip())
+    )
+    """The scorer that selects in ``run``, ``serve`` and Selector: a built-in name, an
+    installed plugin's name (entry-point group ``bestofn.scorers``) or
+    ``python:module:factory``, checked where the config meets the scorer registry (command
+    setup, BestOfN, Selector), before any model starts. The
     default is ``flip``, the paper's method: chosen by the split procedure of
     experiments/scorer_study.py (no variant beat it on the test half by a paired interval
     that excludes zero); ``pmi_matched`` led on the selection half."""

@@ -15,9 +15,11 @@ from typing import Any
 from bestofn.config import Config
 from bestofn.engines.base import Completion, Engine, GenerationRequest, Message, metered
 from bestofn.errors import ConfigError, EngineError, ItemError, OutputError
+from bestofn.scorers import entry_of, make_scorer, resolve_scorer
 from bestofn.scorers.base import Scorer
+from bestofn.scorers.entry import ScorerEntry
 from bestofn.seeding import sampling_seed
-from bestofn.selection import make_selection, margin
+from bestofn.selection import check_rule, make_selection, margin
 from bestofn.values import Candidate, Failure, Score, Selection
 
 WHOLE_JOB_ERRORS = (EngineError, OutputError, ConfigError, MemoryError)
@@ -109,7 +111,10 @@ def candidates_from(completions: Sequence[Completion], prompt: str) -> list[Cand
 class BestOfN:
     """Best-of-N selection on an engine the caller passes in.
 
-    ``scorer`` None builds the config's selecting scorer (``config.scorer``) on first use.
+    ``scorer`` None builds the config's selecting scorer (``config.scorer``) on first use;
+    its name is checked here, with the selection rule's needs, so a bad one fails before
+    any work. What the scorer reads (the sampled log-probabilities, chat context) comes from
+    its registry entry.
 
     >>> from bestofn.engines.fake import FakeEngine
     >>> from bestofn.config import Config
@@ -133,12 +138,17 @@ class BestOfN:
         """The engine the scorer runs on: the generator, or a separate scoring model."""
         self.config = config or Config()
         self._scorer = scorer
+        self.entry: ScorerEntry | None = (
+            resolve_scorer(self.config.scorer) if scorer is None else entry_of(scorer)
+        )
+        """The scorer's registry entry; None for a scorer built outside the registry."""
+        check_rule(self.config.selection)
         self._cache = cache
         self.progress = progress
         """The name of generation's progress bar; None shows none (the server)."""
         self.want_logprobs: bool | None = None
         """Ask generation for the sampled tokens' log-probabilities; None: when the scorer
-        reads them (``uses_generation_logprobs``)."""
+        reads them (its entry's ``reads_sampling_logprobs``)."""
         self.last_stats = RunStats()
         self._requests: dict[int, GenerationRequest] = {}
         self._totals: dict[int, int] = {}
@@ -146,8 +156,6 @@ class BestOfN:
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            from bestofn.scorers import make_scorer
-
             self._scorer = make_scorer(
                 self.config.scorer,
                 engine=self.scoring_engine,
@@ -155,6 +163,11 @@ class BestOfN:
                 cache=self._cache,
             )
         return self._scorer
+
+    @property
+    def scorer_name(self) -> str:
+        """What records call the scorer: the name the registry gave it, else the config's."""
+        return str(getattr(self.scorer, "name", None) or self.config.scorer)
 
     # --- generation ------------------------------------------------------------------
 
@@ -213,7 +226,7 @@ class BestOfN:
             return False  # another model scores: the generator's log-probabilities are not its
         if self.want_logprobs is not None:
             return self.want_logprobs
-        return bool(getattr(self.scorer, "uses_generation_logprobs", False))
+        return self.entry is not None and self.entry.reads_sampling_logprobs
 
     def generate(
         self,
@@ -336,7 +349,10 @@ class BestOfN:
         (not the engine, the output or the config), each instruction is scored alone and
         the ones that still raise get their candidates unscored with the reason."""
         use_context = (
-            contexts is not None and any(contexts) and getattr(scorer, "accepts_context", False)
+            contexts is not None
+            and any(contexts)
+            and self.entry is not None
+            and self.entry.accepts_context
         )
 
         def call(rows: range) -> list[list[Score]]:
@@ -394,6 +410,7 @@ class BestOfN:
         every task's candidates (one scorer call), select. A task that fails alone gets a
         Selection with ``failure`` set; the others go on."""
         stats = self.last_stats = RunStats(instructions=len(tasks))
+        _ = self.scorer  # built before any sampling: a scorer that cannot be built costs no work
         size = self.config.selection.adaptive_round
         pools, failures = self._generate(tasks, stats, first=size)
         rounds = {i: 1 for i in pools if tasks[i].candidates is None}

@@ -14,7 +14,7 @@ from bestofn.config import Config
 from bestofn.engines import open_engine
 from bestofn.engines.base import Engine
 from bestofn.pipeline import BestOfN
-from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.flip import FlipScorer, json_schema
 from bestofn.values import Candidate
 
 
@@ -106,7 +106,9 @@ def flip_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: An
             config = Config()
             # One engine for the life of the process, closed when it exits.
             stack = contextlib.ExitStack()
-            engine = stack.enter_context(open_engine(config))
+            schema = json_schema(config.flip)  # FLIP's replies: compiled at start-up
+            schemas = [schema] if schema is not None else []
+            engine = stack.enter_context(open_engine(config, schemas=schemas))
             atexit.register(stack.close)
             _default = FlipReward(engine, config)
         reward = _default

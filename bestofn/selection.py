@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from bestofn.config import SelectionConfig
 from bestofn.errors import ConfigError
+from bestofn.plugins import is_python_name, load_python_object
 from bestofn.values import Candidate, Score, Selection
 
 
@@ -88,10 +89,12 @@ def extractor_function(spec: str) -> Callable[[str], str | None]:
 
 @functools.lru_cache(maxsize=32)
 def _extractor(spec: str) -> Callable[[str], str | None]:
-    if spec.startswith("python:"):
-        from bestofn.analysis.quality import load_python_function
-
-        function: Callable[[str], str | None] = load_python_function(spec, "selection.extractor")
+    if is_python_name(spec):
+        function: Callable[[str], str | None] = load_python_object(spec, "selection.extractor")
+        if not callable(function):
+            raise ConfigError(
+                f"selection.extractor must name a function (text -> answer or None), got {spec!r}"
+            )
         return function
     try:
         pattern = re.compile(spec)
@@ -110,14 +113,25 @@ def _extractor(spec: str) -> Callable[[str], str | None]:
     return search
 
 
-def answers(candidates: Sequence[Candidate], extractor: str | None) -> list[str | None]:
-    """Each candidate's answer (trimmed and casefolded), or None where it has none."""
+def check_rule(config: SelectionConfig) -> None:
+    """What the rule needs, before any work: ``vote`` and ``weighted`` need an extractor
+    that compiles or imports (a ConfigError otherwise)."""
+    if config.rule != "argmax":
+        extractor_function(_required(config.extractor))
+
+
+def _required(extractor: str | None) -> str:
     if extractor is None:
         raise ConfigError(
             "selection.extractor must be set for selection.rule vote or weighted, got nothing; "
             "give a regular expression (e.g. 'answer is (\\\\S+)') or python:module:function"
         )
-    read = extractor_function(extractor)
+    return extractor
+
+
+def answers(candidates: Sequence[Candidate], extractor: str | None) -> list[str | None]:
+    """Each candidate's answer (trimmed and casefolded), or None where it has none."""
+    read = extractor_function(_required(extractor))
     out: list[str | None] = []
     for candidate in candidates:
         answer = read(candidate.text)

@@ -473,8 +473,10 @@ def main() -> int:
     with contextlib.ExitStack() as stack:  # closes the engine, if one was started
         if any(VARIANTS[v][0] not in ("length", "random") for v, _ in todo):
             from bestofn.engines import open_engine
+            from bestofn.scorers import reply_schemas
 
-            engine = stack.enter_context(open_engine(base))
+            schemas = reply_schemas(base.scorer, base)  # compiled at start-up, as before
+            engine = stack.enter_context(open_engine(base, schemas=schemas))
         for variant, set_name in todo:
             print(f"[study] {variant} on {set_name}", file=sys.stderr, flush=True)
             result = run_variant(engine, variant, data[set_name], cache, base)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from bestofn.config import load_config
     from bestofn.engines import open_engine
     from bestofn.results import package_versions
-    from bestofn.scorers import make_scorer
+    from bestofn.scorers import make_scorer, reply_schemas
 
     sets = args.sets.split(",")
     items = {
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, model in models.items():
         config = load_config(None, model=model)
         per_item[label], seconds[label] = {}, {}
-        with open_engine(config) as engine:
+        with open_engine(config, schemas=reply_schemas(config.scorer, config)) as engine:
             for name in scorers:
                 scorer = make_scorer(name, engine=engine, config=config)
                 started = time.perf_counter()

@@ -229,7 +229,16 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        engine = stack.enter_context(open_engine(base)) if needs_engine else None
+        # The reply grammars of every scorer in the jobs compile during the warm-up, so the
+        # first chunk's seconds do not carry them.
+        from bestofn.scorers import reply_schemas
+
+        schemas: list[dict[str, Any]] = []
+        for _, variant, config, *_ in jobs:
+            for schema in reply_schemas(VARIANTS[variant][0], config):
+                if schema not in schemas:
+                    schemas.append(schema)
+        engine = stack.enter_context(open_engine(base, schemas=schemas)) if needs_engine else None
         dtype = getattr(engine, "dtype", None)
         for set_name, variant, config, fp, path, todo in jobs:
             scorer = make_scorer(

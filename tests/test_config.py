@@ -273,7 +273,14 @@ def test_literal_without_close_match_has_no_hint() -> None:
 
 
 def test_unknown_scorer_suggests_flip() -> None:
-    message = config_error({"scorer": "flp"})
+    # The config itself accepts any name (a plugin's too); the check runs where the config
+    # meets the registry (command setup, BestOfN, Selector).
+    from bestofn.scorers import check_config
+
+    config = config_from_dict({"scorer": "flp"})
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    message = str(info.value)
     assert "scorer must be one of flip, judge, pairwise," in message
     assert "got 'flp'" in message
     assert "did you mean 'flip'?" in message

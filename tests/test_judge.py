@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bestofn.config import configs_dir
+from bestofn.config import Config, configs_dir
 from bestofn.engines.base import GenerationRequest
 from bestofn.engines.fake import FakeEngine, user_message
 from bestofn.errors import ConfigError
-from bestofn.scorers import Scorer
+from bestofn.scorers import Scorer, make_scorer
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.scorers.judge import PairwiseJudge, PointwiseJudge
 from bestofn.scorers.replies import parse_rating, parse_winner
@@ -290,10 +290,12 @@ def test_placeholders_inside_texts_stay_literal() -> None:
 # ------------------------------------------------------------------------------ PointwiseJudge
 
 
-def test_pointwise_is_a_scorer_named_judge() -> None:
+def test_pointwise_is_a_scorer_the_registry_names_judge() -> None:
     judge = PointwiseJudge(FakeEngine())
     assert isinstance(judge, Scorer)
-    assert judge.name == "judge"
+    assert not hasattr(judge, "name")  # the name is the registry's key, not the class's
+    built = make_scorer("judge", engine=FakeEngine(), config=Config())
+    assert isinstance(built, PointwiseJudge) and built.name == "judge"
 
 
 def test_pointwise_ratings_flow_into_scores() -> None:
@@ -460,10 +462,12 @@ def test_score_rejects_mismatched_lengths() -> None:
 # ------------------------------------------------------------------------------ PairwiseJudge
 
 
-def test_pairwise_is_a_scorer_named_pairwise() -> None:
+def test_pairwise_is_a_scorer_the_registry_names_pairwise() -> None:
     judge = PairwiseJudge(FakeEngine())
     assert isinstance(judge, Scorer)
-    assert judge.name == "pairwise"
+    assert not hasattr(judge, "name")
+    built = make_scorer("pairwise", engine=FakeEngine(), config=Config())
+    assert isinstance(built, PairwiseJudge) and built.name == "pairwise"
 
 
 def test_pairwise_prefers_longer_win_rates_by_hand() -> None:

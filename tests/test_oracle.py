@@ -456,7 +456,6 @@ RECORDS: dict[str, dict[str, Any]] = {
 
 def test_oracle_scores_nested_like_candidates() -> None:
     scorer = IFEvalOracle(RECORDS)
-    assert scorer.name == "oracle"
     instructions = [
         "Write two lines without commas.",
         "List exactly two fruits.",

@@ -19,7 +19,7 @@ from bestofn.engines.base import Engine
 from bestofn.inputs import InstructionItem
 from bestofn.pipeline import BestOfN, Task
 from bestofn.results import ResultsFile, read_results
-from bestofn.scorers import SCORERS, make_scorer, scorer_settings
+from bestofn.scorers import make_scorer, resolve_scorer, scorer_settings
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.values import Candidate, Failure
 
@@ -101,7 +101,9 @@ def build_pool(
         reused = len(items) - len(todo)
         warn(f"pool: {reused} of {len(items)} instructions reused from {path}")
     best = BestOfN(engine, config=config)
-    best.want_logprobs = any(SCORERS[name].reads_sampling_logprobs for name in curve.scorers)
+    best.want_logprobs = any(
+        resolve_scorer(name, "curve.scorers").reads_sampling_logprobs for name in curve.scorers
+    )
     size = config.generation.batch_instructions
     try:
         for start in range(0, len(todo), size):

@@ -4,12 +4,12 @@ grade, so a curve reports them all before generating anything."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bestofn.errors import ConfigError
+from bestofn.plugins import is_python_name, load_python_object
 
 QualityFn = Callable[[str, str, Mapping[str, Any]], float]
 """(instruction, candidate text, the instruction's input record) -> quality."""
@@ -32,19 +32,6 @@ class Quality:
 
     def problem(self, instruction: str, record: Mapping[str, Any]) -> str | None:
         return None if self.check is None else self.check(instruction, record)
-
-
-def load_python_function(spec: str, field: str) -> Any:
-    """The function ``python:module:function`` names (errors name the config field)."""
-    _, _, target = spec.partition(":")
-    module_name, _, name = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            f"{field} must name an importable function as python:module:function, "
-            f"got {spec!r} ({exc})"
-        ) from None
 
 
 def quality_function(spec: str) -> Quality:
@@ -80,8 +67,8 @@ def quality_function(spec: str) -> Quality:
             )
 
         return Quality(spec, ifeval, check, literal)
-    if spec.startswith("python:"):
-        return Quality(spec, load_python_function(spec, "curve.quality"))
+    if is_python_name(spec):
+        return Quality(spec, load_python_object(spec, "curve.quality"))
     raise ConfigError(
         f"curve.quality must be ifeval_strict, ifeval_loose or python:module:function, got {spec!r}"
     )

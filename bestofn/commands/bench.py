@@ -25,31 +25,54 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bestofn.commands.common import add_config, command_config, read_input
+from bestofn.commands.common import (
+    add_config,
+    command_config,
+    read_input,
+    scorer_choices,
+    warm_up_schemas,
+)
 from bestofn.config import Config
 from bestofn.console import warn
 from bestofn.engines import open_engine
 from bestofn.engines.base import Engine, GenerationRequest, peak_rss_mib
+from bestofn.errors import ConfigError
 from bestofn.inputs import read_instructions
 from bestofn.pipeline import BestOfN
 from bestofn.results import package_versions
-from bestofn.scorers import make_scorer
+from bestofn.scorers import (
+    check_scorers,
+    default_scorers,
+    make_scorer,
+    parse_scorer_names,
+    resolve_scorer,
+)
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.values import Candidate
 
 HEADLINE = (8, 256)
 """(N, max tokens) of every headline row."""
-SCORERS = ("pmi_matched", "backward_ll", "flip", "judge")
-"""The selecting scorers the bench times (every engine scorer a user selects with)."""
+SCORERS = default_scorers("bench")
+"""The selecting scorers the bench times unless told (the registry's ``bench`` list: every
+engine scorer a user selects with)."""
+LOOP_SCORER = default_scorers("bench_loop")[0]
+"""The scorer also timed one request per candidate against batched (``bench_loop``); its
+ratio to generation is the result's headline (``<name>_over_generation``)."""
+REMOTE_SCORER = default_scorers("bench_remote")[0]
+"""The scorer timed through a running server beside in process (``bench_remote``)."""
 GROWTH_N = (4, 8, 16)
 GROWTH_TOKENS = (128, 256, 512)
 TARGETS = {
-    "pmi_matched_over_generation": ("<=", 1.15),
-    "flip_over_generation": ("<=", 1.25),
+    **{
+        f"{name}_over_generation": ("<=", target)
+        for name in SCORERS
+        if (target := resolve_scorer(name).bench_target) is not None
+    },
     "batched_speedup_over_loop": (">=", 10.0),
     "engine_start_s": ("<=", 10.0),
 }
-"""Every target the bench checks, in one place: (direction, value), on medians."""
+"""Every target the bench checks, in one place: (direction, value), on medians (the
+scorers' own from their registry entries)."""
 DEFAULT_INSTRUCTIONS = Path(__file__).with_name("bench_instructions.jsonl")
 """16 AlpacaEval instructions, shipped inside the package (found from a wheel too)."""
 
@@ -85,8 +108,9 @@ def engine_start_runs(config: Config, repeats: int) -> list[dict[str, float]]:
         "from bestofn.commands.bench import first_token_s\n"
         "from bestofn.config import load_config\n"
         "from bestofn.engines import open_engine\n"
+        "from bestofn.scorers import reply_schemas\n"
         "c = load_config(None, **json.loads(__import__('sys').argv[1]))\n"
-        "with open_engine(c) as e:\n"
+        "with open_engine(c, schemas=reply_schemas(c.scorer, c)) as e:\n"
         "    ready = time.perf_counter() - t\n"
         "    first = first_token_s(e)\n"
         "print(json.dumps({'init_s': ready, 'first_token_s': first}))\n"
@@ -124,7 +148,7 @@ class Pool:
 def generate(engine: Engine, config: Config, texts: list[str], n: int, tokens: int) -> Pool:
     cfg = replace(config, generation=replace(config.generation, n=n, max_tokens=tokens))
     best = BestOfN(engine, config=cfg, progress=None)
-    best.want_logprobs = True  # what a pmi_matched run asks for (no slower: measured)
+    best.want_logprobs = True  # what a run of a scorer that reads them asks for (no slower)
     _reset(engine)
     started = time.perf_counter()
     candidates = best.generate(texts, [f"bench-{i}" for i in range(len(texts))])
@@ -148,14 +172,14 @@ def score_once(engine: Engine, config: Config, name: str, pool: Pool) -> dict[st
     }
 
 
-def flip_loop_once(engine: Engine, config: Config, pool: Pool) -> float:
+def loop_once(engine: Engine, config: Config, name: str, pool: Pool) -> float:
     """The reference code's way: one engine request per candidate, no batching, no reuse."""
     seconds = 0.0
     for text, group in zip(pool.texts, pool.candidates, strict=True):
         for candidate in group:
             # A cache that keeps nothing: every candidate is reconstructed, repeats included.
             scorer = make_scorer(
-                "flip", engine=engine, config=config, cache=ReconstructionCache(max_entries=0)
+                name, engine=engine, config=config, cache=ReconstructionCache(max_entries=0)
             )
             best = BestOfN(engine, scorer, config)
             best.score([text], [[candidate]])
@@ -210,8 +234,8 @@ def headline(
 
 
 def loop_ratio(engine: Engine, config: Config, texts: list[str], repeats: int) -> dict[str, Any]:
-    """Batched FLIP against one request per candidate, on the same candidates, alternating
-    which goes first each round."""
+    """Batched scoring (the ``bench_loop`` scorer, FLIP) against one request per candidate,
+    on the same candidates, alternating which goes first each round."""
     n, tokens = HEADLINE
     pool = generate(engine, config, texts, n, tokens)
     batched: list[float] = []
@@ -219,8 +243,8 @@ def loop_ratio(engine: Engine, config: Config, texts: list[str], repeats: int) -
     for round_ in range(repeats):
         warn(f"bench loop round {round_ + 1}/{repeats}")
         steps: list[Callable[[], None]] = [
-            lambda: batched.append(score_once(engine, config, "flip", pool)["seconds"]),
-            lambda: looped.append(flip_loop_once(engine, config, pool)),
+            lambda: batched.append(score_once(engine, config, LOOP_SCORER, pool)["seconds"]),
+            lambda: looped.append(loop_once(engine, config, LOOP_SCORER, pool)),
         ]
         for step in steps if round_ % 2 == 0 else reversed(steps):
             step()
@@ -305,7 +329,8 @@ def remote_row(
     engine: Engine, remote: Engine, config: Config, texts: list[str], repeats: int
 ) -> dict[str, Any]:
     """The headline point through a server and in process, alternating, generation and
-    pmi_matched: the ratio is the client's (and server's) overhead."""
+    the ``bench_remote`` scorer (pmi_matched): the ratio is the client's (and server's)
+    overhead."""
     n, tokens = HEADLINE
     runs: dict[str, list[dict[str, float]]] = {"local": [], "remote": []}
     for round_ in range(repeats):
@@ -314,7 +339,7 @@ def remote_row(
             warn(f"bench remote round {round_ + 1}/{repeats}: {label}")
             calls = which.stats.calls
             pool = generate(which, config, texts, n, tokens)
-            scored = score_once(which, config, "pmi_matched", pool)
+            scored = score_once(which, config, REMOTE_SCORER, pool)
             runs[label].append(
                 {
                     "seconds": pool.seconds + scored["seconds"],
@@ -348,16 +373,16 @@ def remote_row(
 def verdict(result: dict[str, Any]) -> dict[str, Any]:
     """Targets and measured medians side by side, with whether each is met."""
     measured = {
-        "pmi_matched_over_generation": result["scorers"]
-        .get("pmi_matched", {})
-        .get("over_generation"),
-        "flip_over_generation": result.get("flip_over_generation"),
+        **{
+            f"{name}_over_generation": row.get("over_generation")
+            for name, row in result["scorers"].items()
+        },
         "batched_speedup_over_loop": result.get("batched_speedup_over_loop"),
         "engine_start_s": result.get("engine_start_s"),
     }
     table = {}
     for key, (direction, target) in TARGETS.items():
-        value = measured[key]
+        value = measured.get(key)
         met = None if value is None else (value <= target if direction == "<=" else value >= target)
         table[key] = {"target": f"{direction} {target}", "median": value, "met": met}
     return table
@@ -374,13 +399,16 @@ def run_bench(
     growth_instructions: int = 2,
     start_runs: list[dict[str, float]] | None = None,
     remote: Engine | None = None,
+    scorers: Sequence[str] = SCORERS,
 ) -> dict[str, Any]:
     first = first_token_s(engine)  # also the engine's warm-up, outside every timed row
-    point = headline(engine, config, texts, repeats, SCORERS)
+    point = headline(engine, config, texts, repeats, scorers)
     loop = loop_ratio(engine, config, texts[:loop_instructions], repeats)
     start = start_runs or [{"start_to_first_token_s": engine.stats.start_s + first}]
     result: dict[str, Any] = {
-        "flip_over_generation": point["scorers"]["flip"]["over_generation"],
+        f"{LOOP_SCORER}_over_generation": point["scorers"]
+        .get(LOOP_SCORER, {})
+        .get("over_generation"),
         "batched_speedup_over_loop": loop["speedup"],
         "engine_start_s": _median([r["start_to_first_token_s"] for r in start]),
         "engine_start_s_range": _range([r["start_to_first_token_s"] for r in start]),
@@ -391,7 +419,7 @@ def run_bench(
         "repeats": repeats,
     }
     if not quick:
-        result["growth"] = growth(engine, config, texts[:growth_instructions], SCORERS)
+        result["growth"] = growth(engine, config, texts[:growth_instructions], scorers)
     if remote is not None:
         result["remote"] = remote_row(engine, remote, config, texts, repeats)
     result["targets"] = verdict(result)
@@ -496,6 +524,12 @@ def add_parser(sub: Any) -> None:
         "--limit", type=int, default=16, metavar="K", help="instructions to use (default: 16)"
     )
     bench.add_argument(
+        "--scorer",
+        default=",".join(SCORERS),
+        help=f"comma-separated scorers to time, any of {scorer_choices()} "
+        f"(default: {','.join(SCORERS)})",
+    )
+    bench.add_argument(
         "--remote-url",
         metavar="URL",
         help="also run the headline point through this running vLLM server, as a ratio to "
@@ -506,9 +540,9 @@ def add_parser(sub: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
     config = command_config(args)
+    names = parse_scorer_names(args.scorer)
+    check_scorers([*names, LOOP_SCORER], config, "--scorer")
     if args.repeats < 1:
-        from bestofn.errors import ConfigError
-
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     source = args.instructions or str(DEFAULT_INSTRUCTIONS)
     items = read_input(
@@ -520,7 +554,9 @@ def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
         warn(f"bench: {args.repeats} engine start-ups in fresh processes")
         start_runs = engine_start_runs(config, args.repeats) or None
     with contextlib.ExitStack() as stack:
-        active = stack.enter_context(open_engine(config, engine=engine))
+        active = stack.enter_context(
+            open_engine(config, engine=engine, schemas=warm_up_schemas(config))
+        )
         remote = None
         if args.remote_url:
             remote_engine = replace(config.engine, backend="remote", urls=(args.remote_url,))
@@ -533,6 +569,7 @@ def cmd_bench(args: argparse.Namespace, engine: Engine | None = None) -> int:
             quick=args.quick,
             start_runs=start_runs,
             remote=remote,
+            scorers=names,
         )
     result["instructions_file"] = source
     write(result, Path(args.output))

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bestofn.config import Config, load_config
 from bestofn.console import warn
-from bestofn.errors import InputError, OutputError
+from bestofn.errors import ConfigError, InputError, OutputError
+from bestofn.scorers import SCORER_NAMES, check_config, reply_schemas
+from bestofn.selection import check_rule
 
 EXIT_OK = 0
 EXIT_RUN_ERROR = 1
@@ -61,7 +63,10 @@ def add_config(parser: argparse.ArgumentParser, *, flag: bool = True) -> None:
 
 
 def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
-    """The config a command runs with: the file, then the flags (None leaves a key alone)."""
+    """The config a command runs with: the file, then the flags (None leaves a key alone).
+    Here the config meets the scorer registry: every scorer it names must resolve (a
+    plugin must import), and the selection rule must have what it needs, before any model
+    starts."""
     if getattr(args, "model", None):
         overrides["model"] = args.model
     if getattr(args, "scorer_model", None):
@@ -70,7 +75,20 @@ def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
     if urls:
         overrides["engine.backend"] = "remote"
         overrides["engine.urls"] = list(urls)
-    return load_config(args.config, **overrides)
+    config = load_config(args.config, **overrides)
+    try:
+        check_config(config)
+        check_rule(config.selection)
+    except ConfigError as exc:
+        if args.config is None:
+            raise
+        raise ConfigError(f"{args.config}: {exc}") from None
+    return config
+
+
+def warm_up_schemas(config: Config) -> list[dict[str, Any]]:
+    """The reply schemas an engine compiles at start-up: the selecting scorer's."""
+    return reply_schemas(config.scorer, config)
 
 
 def add_cache(parser: argparse.ArgumentParser) -> None:
@@ -161,15 +179,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     warn("summary " + json.dumps(summary))
 
 
-def check_scorer_flag(text: str) -> list[str]:
-    from bestofn.scorers import parse_scorer_names
-
-    return parse_scorer_names(text)
-
-
 Handler = Callable[[argparse.Namespace, Any], int]
 """A command: (parsed arguments, an engine to use instead of starting one) -> exit code."""
 
 
-def scorer_help(names: Sequence[str]) -> str:
-    return ", ".join(names)
+def scorer_choices() -> str:
+    """The scorer names a flag takes, for help texts."""
+    return f"{', '.join(SCORER_NAMES)}, an installed plugin's name or python:module:factory"

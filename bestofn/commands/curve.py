@@ -24,6 +24,7 @@ from bestofn.commands.common import (
     finished,
     open_cache,
     read_input,
+    warm_up_schemas,
 )
 from bestofn.commands.plots import ORACLE_LINE, POOL_MEAN_LINE, plot
 from bestofn.config import Config, resolve_config_path
@@ -32,6 +33,7 @@ from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import ConfigError
 from bestofn.inputs import InstructionItem, read_instructions
 from bestofn.results import engine_record, ensure_dir
+from bestofn.scorers import check_scorers
 from bestofn.scorers.cache import ReconstructionCache
 from bestofn.values import Candidate, Score
 
@@ -343,11 +345,13 @@ def cmd_curve(args: argparse.Namespace, engine: Engine | None = None) -> int:
         path, read_instructions(path), limit=config.curve.limit, what="instructions for the curve"
     )
     quality_function(config.curve.quality)  # a bad metric fails before the engine starts
+    check_scorers(config.curve.scorers, config, "curve.scorers")  # and a missing template
     ensure_dir(config.curve.output_dir, "curve.output_dir")
     try:
         with contextlib.ExitStack() as stack:
-            active = stack.enter_context(open_engine(config, engine=engine))
-            scoring = stack.enter_context(open_scoring_engine(config, active))
+            schemas = warm_up_schemas(config)
+            active = stack.enter_context(open_engine(config, engine=engine, schemas=schemas))
+            scoring = stack.enter_context(open_scoring_engine(config, active, schemas=schemas))
             summary = run_curve(
                 active,
                 config,

@@ -19,6 +19,8 @@ from bestofn.commands.common import (
     finished,
     open_cache,
     read_input,
+    scorer_choices,
+    warm_up_schemas,
     write_json,
 )
 from bestofn.config import Config
@@ -28,12 +30,19 @@ from bestofn.errors import ConfigError
 from bestofn.inputs import FORMATS, RerankItem, read_rerank_input
 from bestofn.pipeline import BestOfN
 from bestofn.results import ResultsFile, check_writable, engine_record, read_results
-from bestofn.scorers import SCORER_NAMES, make_scorer, needs_engine, parse_scorer_names
+from bestofn.scorers import (
+    check_scorers,
+    default_scorers,
+    make_scorer,
+    needs_engine,
+    parse_scorer_names,
+)
 from bestofn.values import Score, Selection
 
-RERANK_SCORERS = "flip,pmi_matched,judge,length,random"
-"""What ``rerank`` compares unless told: the paper's FLIP (the default selector), the
-matched-window PMI, the same-model judge and the two baselines."""
+RERANK_SCORERS = ",".join(default_scorers("rerank"))
+"""What ``rerank`` compares unless told (the registry's ``rerank`` list): the paper's FLIP
+(the default selector), the matched-window PMI, the same-model judge and the two
+baselines."""
 BATCH_ITEMS = 64
 """Items per engine call and durable write, unless --batch-items says otherwise."""
 
@@ -52,7 +61,7 @@ def add_parser(sub: Any) -> None:
     rerank.add_argument(
         "--scorer",
         default=RERANK_SCORERS,
-        help=f"comma-separated scorers, any of {', '.join(SCORER_NAMES)} (default: {RERANK_SCORERS})",
+        help=f"comma-separated scorers, any of {scorer_choices()} (default: {RERANK_SCORERS})",
     )
     rerank.add_argument(
         "--output",
@@ -90,6 +99,7 @@ def add_parser(sub: Any) -> None:
 def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
     config = command_config(args)
     names = parse_scorer_names(args.scorer)
+    check_scorers(names, config, "--scorer")
     if args.batch_items < 1:
         raise ConfigError(f"--batch-items must be >= 1, got {args.batch_items}")
     if args.summary:
@@ -124,7 +134,8 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
     try:
         if todo and needs_engine(names):
             # Rerank only scores: the scoring model (scorer_model) when one is set.
-            with open_engine(scoring_side(config) or config, engine=engine) as active:
+            side = scoring_side(config) or config
+            with open_engine(side, engine=engine, schemas=warm_up_schemas(side)) as active:
                 results.write(engine_record(active))
                 rerank_batches(args, config, names, todo, active, results)
         elif todo:

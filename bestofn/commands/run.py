@@ -17,6 +17,8 @@ from bestofn.commands.common import (
     open_cache,
     print_summary,
     read_input,
+    scorer_choices,
+    warm_up_schemas,
 )
 from bestofn.config import Config
 from bestofn.console import warn
@@ -24,7 +26,7 @@ from bestofn.engines import open_engine, open_scoring_engine
 from bestofn.inputs import read_instructions
 from bestofn.pipeline import BestOfN, RunStats
 from bestofn.results import ResultsFile, engine_record, run_header, selection_record
-from bestofn.scorers import SCORER_NAMES, make_scorer
+from bestofn.scorers import check_scorers, make_scorer
 from bestofn.values import Selection
 
 
@@ -44,8 +46,8 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--seed", type=int, help="run seed (generation.seed)")
     run.add_argument(
         "--scorer",
-        help=f"the selecting scorer, one of {', '.join(SCORER_NAMES)} (config key scorer; "
-        f"default: {Config.scorer}; flip is the paper's method)",
+        help=f"the selecting scorer, one of {scorer_choices()} (config key scorer; "
+        f"default: {Config.scorer}, the paper's method)",
     )
     run.add_argument(
         "--output",
@@ -70,8 +72,7 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
         "scorer": args.scorer,
     }
     config = command_config(args, **overrides)
-    if config.scorer == "flip":
-        config.template_path()  # a missing template fails before the model loads
+    check_scorers([config.scorer], config)  # a missing template fails before the model loads
     source = read_input(
         args.input,
         read_instructions(args.input),
@@ -102,8 +103,9 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
     written = 0
     try:
         with contextlib.ExitStack() as stack:
-            active = stack.enter_context(open_engine(config, engine=engine))
-            scoring = stack.enter_context(open_scoring_engine(config, active))
+            schemas = warm_up_schemas(config)
+            active = stack.enter_context(open_engine(config, engine=engine, schemas=schemas))
+            scoring = stack.enter_context(open_scoring_engine(config, active, schemas=schemas))
             results.write(engine_record(active, scoring))
             scorer = make_scorer(
                 config.scorer,
@@ -117,7 +119,7 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
             def write_batch(selections: list[Selection], stats: RunStats) -> None:
                 nonlocal written
                 for selection in selections:
-                    results.write(selection_record(selection, scorer=scorer.name))
+                    results.write(selection_record(selection, scorer=best.scorer_name))
                 results.flush()
                 written += len(selections)
                 warn(

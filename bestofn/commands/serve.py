@@ -6,10 +6,17 @@ import argparse
 import os
 from typing import Any
 
-from bestofn.commands.common import EXIT_INTERRUPTED, EXIT_OK, add_config, command_config
+from bestofn.commands.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_config,
+    command_config,
+    warm_up_schemas,
+)
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import BestOfNError, ConfigError
+from bestofn.scorers import check_scorers
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -48,6 +55,7 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             "`pip install 'bestofn[serve]'`"
         ) from None
     config = command_config(args)
+    check_scorers([config.scorer], config)  # a missing template fails before the model loads
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     api_key = args.api_key or os.environ.get("BESTOFN_API_KEY") or None
@@ -57,9 +65,10 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             "use the engine; pass --api-key or set BESTOFN_API_KEY"
         )
     try:
+        schemas = warm_up_schemas(config)
         with (
-            open_engine(config, engine=engine) as active,
-            open_scoring_engine(config, active) as scoring,
+            open_engine(config, engine=engine, schemas=schemas) as active,
+            open_scoring_engine(config, active, schemas=schemas) as scoring,
         ):
             run_server(
                 active,

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bestofn.console import held_back, warn
 from bestofn.engines.base import (
@@ -49,26 +49,36 @@ def scoring_side(config: Config) -> Config | None:
 
 
 @contextlib.contextmanager
-def open_scoring_engine(config: Config, generator: Engine) -> Iterator[Engine]:
+def open_scoring_engine(
+    config: Config, generator: Engine, *, schemas: Sequence[dict[str, Any]] = ()
+) -> Iterator[Engine]:
     """The engine that scores: ``generator`` itself, unless the config names a separate
     scoring model or engine (``scorer_model``, ``scorer_engine``); then that one, opened
-    and closed here."""
+    (warmed up with ``schemas``, as in ``open_engine``) and closed here."""
     side = scoring_side(config)
     if side is None:
         yield generator
         return
     warn(f"scoring with a separate model: {side.model or 'the embedded default'}")
-    with open_engine(side) as scorer:
+    with open_engine(side, schemas=schemas) as scorer:
         yield scorer
 
 
 @contextlib.contextmanager
-def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Engine]:
+def open_engine(
+    config: Config,
+    *,
+    engine: Engine | None = None,
+    schemas: Sequence[dict[str, Any]] = (),
+) -> Iterator[Engine]:
     """Start the engine ``config`` describes, yield it, and close it afterwards.
 
     The model is resolved first (the embedded default is built on first use); the engine's
-    ``info`` then describes it for results headers. Given an ``engine``, yield that one and
-    leave it open: its owner closes it.
+    ``info`` then describes it for results headers. An in-process engine is warmed up at
+    start: its first sampling and teacher-forcing calls, and the grammar of every JSON
+    schema in ``schemas`` (the scorers' replies; ``bestofn.scorers.reply_schemas`` gives a
+    scorer's), so that cost is not paid by the first scoring. Given an ``engine``, yield
+    that one and leave it open: its owner closes it.
     """
     if engine is not None:
         yield engine
@@ -95,9 +105,7 @@ def open_engine(config: Config, *, engine: Engine | None = None) -> Iterator[Eng
     warn(f"starting vLLM on {model['name']} ({path})")
     with held_back():  # the libraries' start-up chatter, unless --verbose
         started = VllmEngine(path, config.engine)
-        from bestofn.scorers import reply_schemas
-
-        warm_s = started.warm_up(reply_schemas(config.scorer, config))
+        warm_s = started.warm_up(schemas)
         started.stats.start_s += warm_s
     started.info = {
         **model,

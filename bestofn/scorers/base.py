@@ -11,9 +11,10 @@ from bestofn.values import Candidate, Score
 
 @runtime_checkable
 class Scorer(Protocol):
-    """Scores every candidate of every instruction in one batched call."""
+    """Scores every candidate of every instruction in one batched call.
 
-    name: str
+    A scorer carries no name of its own: the registry sets ``name`` on every scorer it
+    builds, to the key it was built under (``make_scorer``)."""
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]

@@ -12,8 +12,6 @@ from bestofn.values import Candidate, Score
 class LengthScorer:
     """Longer wins: the score is the candidate's length (tokens if known, else words)."""
 
-    name = "length"
-
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
     ) -> list[list[Score]]:
@@ -28,8 +26,6 @@ class LengthScorer:
 
 class RandomScorer:
     """A seeded uniform score: the chance baseline. Same inputs and seed, same scores."""
-
-    name = "random"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -50,6 +50,13 @@ def reply_schema(max_instruction_chars: int, *, reasoning_chars: int = 0) -> dic
     }
 
 
+def json_schema(config: FlipConfig) -> dict[str, Any] | None:
+    """The schema the config's replies are constrained to; None for plain-text replies."""
+    if config.reply_format != "json":
+        return None
+    return reply_schema(config.max_instruction_chars, reasoning_chars=config.reasoning_chars)
+
+
 @dataclass
 class ScoringStats(GenerateUsage):
     """What the last ``score`` call did, for summaries and benchmarks."""
@@ -65,11 +72,9 @@ class ScoringStats(GenerateUsage):
 
 
 class FlipScorer:
-    """Scores candidates by how well their inferred instruction matches the real one."""
+    """Scores candidates by how well their inferred instruction matches the real one.
 
-    name = "flip"
-    accepts_context = True
-    """``score`` takes earlier chat turns (``contexts``) to show the reconstructor."""
+    ``score`` takes earlier chat turns (``contexts``) to show the reconstructor."""
 
     def __init__(
         self,
@@ -83,8 +88,7 @@ class FlipScorer:
         self.engine = engine
         self.config = config or FlipConfig()
         if template is None:
-            path = resolve_config_path(self.config.template, config_source, "flip.template")
-            template = load_template(path, FIELDS, field="flip.template")
+            template = self.template_from(self.config, config_source)
         else:
             check_template(template, FIELDS, field="flip.template")
         self.template = template
@@ -94,6 +98,13 @@ class FlipScorer:
         self._similarity: Callable[[str, str], float] = _similarity_function(self.config.similarity)
         # unit key -> (context, response) for units that carry chat context
         self._parts: dict[str, tuple[str | None, str]] = {}
+
+    @staticmethod
+    def template_from(config: FlipConfig, source: str | None = None) -> str:
+        """The reconstruction prompt ``flip.template`` names (beside the config file
+        ``source``, then shipped), its placeholder checked."""
+        path = resolve_config_path(config.template, source, "flip.template")
+        return load_template(path, FIELDS, field="flip.template")
 
     def prompt_for(self, response: str, context: str | None = None) -> str:
         filled = fill_template(self.template, {"response": response})
@@ -112,9 +123,7 @@ class FlipScorer:
             temperature=cfg.temperature if sampled else 0.0,
             top_p=cfg.top_p if sampled else 1.0,
             seed=derive_seed(cfg.seed, unit) if sampled else None,
-            json_schema=reply_schema(cfg.max_instruction_chars, reasoning_chars=cfg.reasoning_chars)
-            if cfg.reply_format == "json"
-            else None,
+            json_schema=json_schema(cfg),
         )
 
     def _key(self, response: str) -> str:

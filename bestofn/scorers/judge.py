@@ -94,9 +94,7 @@ class _Judge:
             raise ValueError(f"max_reply_tokens must be >= 1, got {max_reply_tokens}")
         self.engine = engine
         if template is None:
-            default = getattr(JudgeConfig(), self.template_field.removeprefix("judge."))
-            path = resolve_config_path(default, None, self.template_field)
-            template = load_template(path, self.fields, field=self.template_field)
+            template = self.template_from(JudgeConfig())
         else:
             check_template(template, self.fields, field=self.template_field)
         self.template = template
@@ -115,16 +113,24 @@ class _Judge:
         cache: ReconstructionCache | None = None,
     ) -> JudgeT:
         """The judge the config's ``judge`` section describes."""
-        key = cls.template_field.removeprefix("judge.")
-        path = resolve_config_path(getattr(config, key), config_source, cls.template_field)
-        template = load_template(path, cls.fields, field=cls.template_field)
+        template = cls.template_from(config, config_source)
         return cls(engine, template=template, cache=cache, **cls._settings(config))
+
+    @classmethod
+    def template_from(cls, config: JudgeConfig, source: str | None = None) -> str:
+        """This judge's prompt as the config's ``judge`` section names it (beside the config
+        file ``source``, then shipped), its placeholders checked."""
+        key = cls.template_field.removeprefix("judge.")
+        path = resolve_config_path(getattr(config, key), source, cls.template_field)
+        return load_template(path, cls.fields, field=cls.template_field)
 
     @classmethod
     def _settings(cls, config: JudgeConfig) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _schema(self) -> dict[str, Any]:
+    @staticmethod
+    def schema() -> dict[str, Any]:
+        """The JSON schema the engine enforces on this judge's replies."""
         raise NotImplementedError
 
     def prompt_for(self, *texts: str) -> str:
@@ -156,7 +162,7 @@ class _Judge:
             n=1,
             max_tokens=self.max_reply_tokens,
             temperature=0.0,
-            json_schema=self._schema(),
+            json_schema=self.schema(),
         )
 
     def _ask(self, items: Sequence[tuple[str, ...]], progress: str) -> dict[tuple[str, ...], Reply]:
@@ -183,7 +189,6 @@ class PointwiseJudge(_Judge):
     leaves the candidate unscored (never 0).
     """
 
-    name = "judge"
     kind = "pointwise"
     fields = POINTWISE_FIELDS
     template_field = "judge.template"
@@ -202,7 +207,8 @@ class PointwiseJudge(_Judge):
     def _settings(cls, config: JudgeConfig) -> dict[str, Any]:
         return {"max_reply_tokens": config.max_reply_tokens}
 
-    def _schema(self) -> dict[str, Any]:
+    @staticmethod
+    def schema() -> dict[str, Any]:
         return rating_schema()
 
     def score(
@@ -250,7 +256,6 @@ class PairwiseJudge(_Judge):
     responses tie (identical ones would get the same verdict in both orders anyway).
     """
 
-    name = "pairwise"
     max_instruction_tokens = 384
     max_response_tokens = 640
     kind = "pairwise"
@@ -276,7 +281,8 @@ class PairwiseJudge(_Judge):
             "max_candidates": config.max_pairwise_candidates,
         }
 
-    def _schema(self) -> dict[str, Any]:
+    @staticmethod
+    def schema() -> dict[str, Any]:
         return winner_schema()
 
     def score(

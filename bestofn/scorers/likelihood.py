@@ -46,8 +46,6 @@ class _TeacherForced:
     """What the likelihood scorers share: the engine check, the length cuts, the echo
     penalty and the accounting."""
 
-    name: str
-
     def __init__(
         self,
         engine: object,
@@ -97,13 +95,8 @@ class BackwardLikelihood(_TeacherForced):
             echo_penalty=echo_penalty,
         )
         self.reduce = reduce
-        self.name = "backward_ll" if reduce == "mean" else "backward_ll_sum"
         if template is None:
-            template = load_template(
-                resolve_config_path(LikelihoodConfig.template, None, "likelihood.template"),
-                FIELDS,
-                field="likelihood.template",
-            )
+            template = self.template_from(LikelihoodConfig())
         else:
             check_template(template, FIELDS, field="likelihood.template")
         self.template = template
@@ -118,13 +111,19 @@ class BackwardLikelihood(_TeacherForced):
         config_source: str | None = None,
     ) -> BackwardLikelihood:
         """The scorer the config's ``likelihood`` section describes."""
-        path = resolve_config_path(config.template, config_source, "likelihood.template")
         return cls(
             engine,
             reduce="sum" if reduce == "sum" else "mean",
-            template=load_template(path, FIELDS, field="likelihood.template"),
+            template=cls.template_from(config, config_source),
             **cls.limits(config),
         )
+
+    @staticmethod
+    def template_from(config: LikelihoodConfig, source: str | None = None) -> str:
+        """The prompt ``likelihood.template`` names (beside the config file ``source``,
+        then shipped), its placeholder checked."""
+        path = resolve_config_path(config.template, source, "likelihood.template")
+        return load_template(path, FIELDS, field="likelihood.template")
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
@@ -144,7 +143,7 @@ class BackwardLikelihood(_TeacherForced):
                 pairs.setdefault(key, len(pairs))
                 row.append(key)
             keys.append(row)
-        logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        logprobs = engine.continuation_logprobs(list(pairs), progress="backward likelihood")
         self.last_stats = LikelihoodStats(
             candidates=sum(len(g) for g in candidates), teacher_forced=len(pairs)
         )
@@ -189,11 +188,9 @@ class ForwardPMI(_TeacherForced):
     Both passes are teacher-forced, except when bestofn sampled the candidate itself after
     exactly the prompt the conditional pass would use: then the sampling call's own
     log-probabilities of the sampled tokens are that pass (the same quantity, computed once)
-    and only the neutral pass runs, over the same token ids.
+    and only the neutral pass runs, over the same token ids (its registry entries declare
+    ``reads_sampling_logprobs``, so such sampling calls return them).
     """
-
-    uses_generation_logprobs = True
-    """Sampling calls should return the sampled tokens' log-probabilities."""
 
     def __init__(
         self,
@@ -211,7 +208,6 @@ class ForwardPMI(_TeacherForced):
             echo_penalty=echo_penalty,
         )
         self.window = window
-        self.name = "forward_pmi" if window == "all" else "pmi_matched"
 
     @classmethod
     def from_config(
@@ -265,7 +261,7 @@ class ForwardPMI(_TeacherForced):
                 pairs.setdefault(alone, len(pairs))
                 row.append((given, alone))
             plans.append(row)
-        logprobs = engine.continuation_logprobs(list(pairs), progress=self.name)
+        logprobs = engine.continuation_logprobs(list(pairs), progress="pmi")
         stats.teacher_forced = len(pairs)
 
         def values(plan: Any) -> list[float]:

@@ -366,8 +366,6 @@ class IFEvalOracle:
     is built, so a bad one is a ConfigError before any scoring.
     """
 
-    name = "oracle"
-
     def __init__(
         self,
         records: Mapping[str, Mapping[str, Any]],

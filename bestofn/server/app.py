@@ -66,7 +66,7 @@ class Service:
         best = BestOfN(
             engine, scorer, config, cache=cache, progress=None, scoring_engine=scoring_engine
         )
-        self.scorer_name = str(getattr(best.scorer, "name", config.scorer))
+        self.scorer_name = best.scorer_name
         self.batcher = Batcher(best)
         self.model_id = engine.model_id
         self.created = int(time.time())
