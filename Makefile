@@ -51,9 +51,11 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
-# The configuration reference is generated from the field docs in bestofn/config.py.
+# The configuration reference and configs/default.yaml are generated from bestofn/config/
+# (the fields of schema.py; default.yaml's comments in reference.py).
 docs: install
 	$(BIN)/python -c "from bestofn.config import reference_markdown as r; print(r(), end='')" > docs/configuration.md
+	$(BIN)/python -c "from bestofn.config import default_yaml as d; print(d(), end='')" > configs/default.yaml
 
 bench: install
 	$(BIN)/bestofn bench --output bench.json

@@ -18,8 +18,8 @@ from bestofn.errors import ConfigError, EngineError, ItemError, OutputError
 from bestofn.scorers import entry_of, make_scorer, resolve_scorer
 from bestofn.scorers.base import Scorer
 from bestofn.scorers.entry import ScorerEntry
-from bestofn.seeding import sampling_seed
-from bestofn.selection import check_rule, make_selection, margin
+from bestofn.seeding import child_seed, sampling_seed
+from bestofn.selection import adaptive_next, check_rule, make_selection
 from bestofn.values import Candidate, Failure, Score, Selection
 
 WHOLE_JOB_ERRORS = (EngineError, OutputError, ConfigError, MemoryError)
@@ -172,6 +172,8 @@ class BestOfN:
     # --- generation ------------------------------------------------------------------
 
     def messages(self, instruction: str) -> list[Message]:
+        """The chat of one instruction, the one builder (the server's /v1/completions too):
+        ``generation.system_prompt`` when set, then the instruction as the user turn."""
         system = self.config.generation.system_prompt
         head: list[Message] = [{"role": "system", "content": system}] if system else []
         return [*head, {"role": "user", "content": instruction}]
@@ -179,6 +181,12 @@ class BestOfN:
     def seed_for(self, item_id: str) -> int:
         """The sampling seed of an item's candidates (from the run seed and its id)."""
         return sampling_seed(self.config.generation.seed, item_id)
+
+    def task_seed(self, task: Task) -> int:
+        """A task's own seed, else its item's (from its id, else its instruction)."""
+        if task.seed is not None:
+            return task.seed
+        return self.seed_for(task.id if task.id is not None else task.instruction)
 
     def request_for(self, task: Task) -> GenerationRequest:
         """The sampling request of one task; an ItemError if this task alone cannot run
@@ -207,9 +215,7 @@ class BestOfN:
                 code="context_length_exceeded",
                 param="messages",
             )
-        seed = task.seed
-        if seed is None:
-            seed = self.seed_for(task.id if task.id is not None else task.instruction)
+        seed = self.task_seed(task)
         request = GenerationRequest(
             prompt=prompt,
             n=gen.n if task.n is None else task.n,
@@ -300,7 +306,7 @@ class BestOfN:
         requests = {}
         for i, count in drawn.items():
             full = self._requests[i]
-            seed = None if full.seed is None else full.seed + count
+            seed = None if full.seed is None else child_seed(full.seed, count)
             requests[i] = replace(full, n=min(size, self._totals[i] - count), seed=seed)
         return self._sample(requests, stats)
 
@@ -431,20 +437,15 @@ class BestOfN:
                 i
                 for i in todo
                 if i in rounds
-                and len(pools[i]) < self._totals[i]
-                and margin(pools[i], rows[i], self.config.selection)
-                < self.config.selection.adaptive_margin
+                and adaptive_next(pools[i], rows[i], self.config.selection, self._totals[i])
+                > len(pools[i])
             ]
             for i, more in self._more({i: len(pools[i]) for i in todo}, stats, size).items():
                 pools[i].extend(more)
                 rounds[i] += 1
         selections: list[Selection] = []
         for i, task in enumerate(tasks):
-            seed = None
-            if task.candidates is None:
-                seed = task.seed
-                if seed is None:
-                    seed = self.seed_for(task.id if task.id is not None else task.instruction)
+            seed = self.task_seed(task) if task.candidates is None else None
             if i in failures:
                 failure = _failure(failures[i])
                 selections.append(

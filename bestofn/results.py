@@ -1,5 +1,6 @@
 """Writing results: the append-only JSONL results file (schema-versioned header, fsync per
-batch, torn-line repair, resume), the records it holds, and output-path checks.
+batch, torn-line repair, resume), the resume-and-interrupt skeleton of the commands that
+write one (``resumable``), the records it holds, and output-path checks.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from bestofn.console import warn
 from bestofn.errors import OutputError
 from bestofn.values import Candidate, Score, Selection
 
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from bestofn.config import Config
 
 SCHEMA_VERSION = 1
+
+ItemT = TypeVar("ItemT")
 
 
 def package_versions() -> dict[str, str]:
@@ -167,6 +172,54 @@ class ResultsFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class Resumable(Generic[ItemT]):
+    """An open results file, the items it does not hold yet, and whether the work was
+    interrupted (Ctrl-C: what was written is kept)."""
+
+    results: ResultsFile
+    todo: list[ItemT]
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def resumable(
+    path: str | os.PathLike[str],
+    header: dict[str, Any],
+    items: Sequence[ItemT],
+    key: Callable[[ItemT], str],
+    *,
+    resume: bool,
+    overwrite: bool,
+    match_keys: Iterable[str],
+    what: str,
+    interrupted: Callable[[Resumable[ItemT]], str],
+) -> Iterator[Resumable[ItemT]]:
+    """The skeleton of a resumable command (``run``, ``rerank``): open the results file
+    (repairing a torn last line), say how many ``what`` an earlier run finished, and yield
+    the rest; a KeyboardInterrupt inside closes the file, says ``interrupted(job)`` and sets
+    ``job.interrupted`` (the caller exits 130); any other failure deletes a file that holds
+    nothing but its header (so it cannot block the corrected rerun) and propagates."""
+    results = ResultsFile(path, header, resume=resume, overwrite=overwrite, match_keys=match_keys)
+    if results.repaired_bytes:
+        warn(f"dropped a torn last line ({results.repaired_bytes} bytes) from {path}")
+    todo = [item for item in items if key(item) not in results.done]
+    if results.done:
+        warn(f"resuming: {len(items) - len(todo)} of {len(items)} {what} already in {path}")
+    job = Resumable(results, todo)
+    try:
+        yield job
+    except KeyboardInterrupt:
+        results.close()
+        warn(interrupted(job))
+        job.interrupted = True
+    except BaseException:
+        results.discard_if_unused()
+        raise
+    finally:
+        results.close()
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> str:

@@ -1,4 +1,5 @@
-"""Seed derivation: stable per-item seeds from a run seed and a key.
+"""Seed derivation, the one place every seed is computed: stable per-item seeds from a run
+seed and a key, spaced for vLLM's child seeds, and the child seed rule itself.
 
 A seed depends on the run seed and the item's own key (its id, or a response's text),
 never on its position in a batch, so resumed and reordered runs sample the same values.
@@ -24,3 +25,10 @@ def sampling_seed(run_seed: int, *keys: object) -> int:
     """The seed of one instruction's n candidates: derived like ``derive_seed``, spaced by
     ``SEED_SPACING`` (at most 47 bits, within every engine's 64-bit seed)."""
     return derive_seed(run_seed, *keys) * SEED_SPACING
+
+
+def child_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th candidate of a request seeded ``seed``, as vLLM gives it
+    (seed + index): a request from ``child_seed(seed, k)`` samples what candidates k, k+1,
+    ... of a request from ``seed`` would (adaptive N's later rounds rely on it)."""
+    return seed + index

@@ -214,3 +214,20 @@ def margin(
     if total <= 0:
         return 0.0
     return (totals[0] - (totals[1] if len(totals) > 1 else 0.0)) / total
+
+
+def adaptive_next(
+    candidates: Sequence[Candidate], scores: Sequence[Score], config: SelectionConfig, cap: int
+) -> int:
+    """Adaptive N's one rule, for a run and a curve alike: how many candidates an item holds
+    after this round. As many as it has when adaptive N is off, ``cap`` are drawn, or the
+    leader is ``adaptive_margin`` ahead (``margin``); else one round more
+    (``adaptive_round`` candidates, at most ``cap``)."""
+    drawn = len(candidates)
+    if (
+        config.adaptive_round is None
+        or drawn >= cap
+        or not margin(candidates, scores, config) < config.adaptive_margin
+    ):
+        return drawn
+    return min(drawn + config.adaptive_round, cap)

@@ -5,6 +5,7 @@ Plain frozen dataclasses; a Score is a value *or* an explicit "unscored" with it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,22 @@ class Candidate:
     call returned them (scorers that need these values read them instead of recomputing)."""
     prompt: str | None = field(default=None, repr=False, compare=False)
     """The chat prompt the candidate was sampled after, when bestofn sampled it."""
+
+    def at_length(self, length: int, decode: Callable[[Sequence[int]], str]) -> Candidate:
+        """The candidate cut to its first ``length`` tokens (itself when it is no longer):
+        text decoded from the kept ids, finish reason ``length``. With a fixed seed this is
+        what ``max_tokens=length`` would have sampled (tested on the real engine)."""
+        ids = self.token_ids or ()
+        if len(ids) <= length:
+            return self
+        return Candidate(
+            decode(ids[:length]),
+            length,
+            "length",
+            token_ids=tuple(ids[:length]),
+            logprobs=tuple(self.logprobs[:length]) if self.logprobs is not None else None,
+            prompt=self.prompt,
+        )
 
 
 @dataclass(frozen=True)

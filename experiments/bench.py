@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,8 +32,7 @@ def main() -> int:
     parser.add_argument("--from-json", action="store_true", help="only write bench.md")
     args = parser.parse_args()
 
-    from bestofn.commands import main as bestofn_main
-    from bestofn.commands.bench import markdown
+    from bestofn.jobs.bench import markdown
 
     out = HERE / "results" / ("bench_quick.json" if args.quick else "bench.json")
     if not args.from_json:
@@ -43,7 +43,7 @@ def main() -> int:
             argv += ["--limit", str(args.limit)]
         if args.remote_url:
             argv += ["--remote-url", args.remote_url]
-        code = bestofn_main(argv)
+        code = subprocess.run([sys.executable, "-m", "bestofn", *argv], check=False).returncode
         if code:
             return code
     result = json.loads(out.read_text(encoding="utf-8"))

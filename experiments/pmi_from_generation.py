@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bestofn import BestOfN, Candidate, ForwardPMI, load_config, open_engine
-    from bestofn.commands.bench import DEFAULT_INSTRUCTIONS
     from bestofn.inputs import read_instructions
+    from bestofn.jobs.bench import DEFAULT_INSTRUCTIONS
     from bestofn.results import package_versions
     from bestofn.selection import select_index
 

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bestofn import BestOfN, load_config, open_engine
-    from bestofn.commands.bench import DEFAULT_INSTRUCTIONS
     from bestofn.inputs import read_instructions
+    from bestofn.jobs.bench import DEFAULT_INSTRUCTIONS
 
     items = read_instructions(DEFAULT_INSTRUCTIONS).items
     texts, ids = [i.instruction for i in items], [i.id for i in items]

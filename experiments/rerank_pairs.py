@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -73,8 +74,6 @@ def main() -> int:
     parser.add_argument("--out-dir", default=str(HERE / "results"))
     args = parser.parse_args()
 
-    from bestofn.commands import main as bestofn_main
-
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"rerank_{Path(args.data).stem}_{args.limit}"
@@ -97,7 +96,7 @@ def main() -> int:
     if output.exists():
         argv.append("--resume")
     started = time.perf_counter()
-    code = bestofn_main(argv)
+    code = subprocess.run([sys.executable, "-m", "bestofn", *argv], check=False).returncode
     if code != 0:
         return code
     wall_s = time.perf_counter() - started

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,14 @@ def main() -> int:
     if args.write_test_half:
         return write_test_half()
 
-    from bestofn.commands import main as bestofn_main
     from bestofn.config import load_config
 
     config = load_config(args.config)
     started = time.perf_counter()
     # No reconstruction cache: the scoring seconds in the results are measured, not reused.
-    code = bestofn_main(["curve", args.config, "--no-cache"])
+    code = subprocess.run(
+        [sys.executable, "-m", "bestofn", "curve", args.config, "--no-cache"], check=False
+    ).returncode
     if code:
         return code
     wall_s = time.perf_counter() - started

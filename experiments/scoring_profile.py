@@ -49,7 +49,7 @@ from bestofn.config import load_config
 from bestofn.engines.local import VllmEngine
 from bestofn.engines.model_files import resolve_model
 from bestofn.scorers import reply_schemas
-from bestofn.commands.bench import first_token_s
+from bestofn.jobs.bench import first_token_s
 config = load_config(None)
 path = resolve_model(config.model, config.model_cache_dir)[0]
 t2 = time.perf_counter()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     forced_tokens = sum(len(p["prompt_token_ids"]) for p in forced)
     instructions = [
         json.loads(line)["instruction"]
-        for line in (HERE.parent / "bestofn" / "commands" / "bench_instructions.jsonl").open()
+        for line in (HERE.parent / "bestofn" / "jobs" / "bench_instructions.jsonl").open()
     ][: max(1, args.sequences // 8)]
     sample_prompts = [
         TokensPrompt(

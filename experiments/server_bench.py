@@ -4,7 +4,7 @@
     .venv/bin/python experiments/server_bench.py --fake   # FakeEngine: checks the script in seconds
 
 Starts create_app on one engine (uvicorn on 127.0.0.1, a free port) and sends, through the
-official openai client, the instructions of bestofn/commands/bench_instructions.jsonl (16) as chat
+official openai client, the instructions of bestofn/jobs/bench_instructions.jsonl (16) as chat
 completions with best_of=4, max_tokens=64 and a fixed seed per instruction, twice: one after
 another (sequential), then all at once from one thread each (concurrent), which the server's
 batcher merges into shared engine calls. Reports p50/p95 latency per mode and the speed-up of
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
         "--instructions",
-        default=str(ROOT / "bestofn" / "commands" / "bench_instructions.jsonl"),
+        default=str(ROOT / "bestofn" / "jobs" / "bench_instructions.jsonl"),
         help="instructions JSONL (default: the 16 of `bestofn bench`)",
     )
     parser.add_argument("--output", default=None, help="result JSON")

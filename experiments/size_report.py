@@ -158,10 +158,12 @@ def fmt_ci(c: dict[str, Any] | None, key: str = "agreement") -> str:
     return f"{c[key]:.3f} [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
 
 
-def fmt_diff(d: dict[str, Any] | None) -> str:
+def fmt_diff(d: dict[str, Any] | None, n: int | None = None) -> str:
+    """A paired difference; its item count when it covers fewer items than the cell."""
     if d is None:
         return "-"
-    return f"{d['diff']:+.3f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+    shared = f" (n={d['n']})" if n is not None and d["n"] < n else ""
+    return f"{d['diff']:+.3f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]{shared}"
 
 
 def markdown(cells: dict[str, Any], half: str) -> str:
@@ -188,8 +190,9 @@ def markdown(cells: dict[str, Any], half: str) -> str:
                 rec = c.get("reconstruction") or {}
                 lines.append(
                     f"| {model} | `{variant}` | {c['n']}/{c['of']} | {fmt_ci(c)} | "
-                    f"{fmt_diff(c.get('minus_random'))} | {fmt_diff(c.get('minus_135m'))} | "
-                    f"{fmt_diff(c.get('minus_flip'))} | "
+                    f"{fmt_diff(c.get('minus_random'), c['n'])} | "
+                    f"{fmt_diff(c.get('minus_135m'), c['n'])} | "
+                    f"{fmt_diff(c.get('minus_flip'), c['n'])} | "
                     f"{rec.get('copy_rate', '-')} | {rec.get('instruction_f1', '-')} | "
                     f"{c['seconds']:.0f} | {'; '.join(c['machines'])} |"
                 )

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.commands import main
-from bestofn.commands.bench import SCORERS, TARGETS, _fit
 from bestofn.engines.base import GenerationRequest
 from bestofn.engines.fake import FakeEngine, default_respond, quoted_response, user_message
+from bestofn.jobs.bench import SCORERS, TARGETS, _fit
 
 # Seconds each reply takes, by kind, so the bench's timings are far above timer noise and
 # generation, FLIP and the judge take visibly different times.
@@ -116,7 +116,7 @@ def test_default_instructions_ship_inside_the_package() -> None:
     # 16 AlpacaEval instructions, one JSON object per line.
     from pathlib import Path as _Path
 
-    import bestofn.commands.bench as bench
+    import bestofn.jobs.bench as bench
 
     assert bench.DEFAULT_INSTRUCTIONS.parent == _Path(bench.__file__).parent
     lines = bench.DEFAULT_INSTRUCTIONS.read_text(encoding="utf-8").splitlines()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bestofn.analysis import best_of_k as curves
+from bestofn.analysis import bootstrap
 from bestofn.analysis.best_of_k import (
     CurvePoint,
     TieRule,
@@ -420,7 +420,7 @@ def test_curve_table_intervals_equal_per_k_bootstrap(monkeypatch: pytest.MonkeyP
         assert (p.oracle, p.oracle_low, p.oracle_high) == pytest.approx(orc, abs=1e-12)
     # Force one bootstrap call per column: the chunked path must give the same table (up to
     # the last bit, which vectorised summation over a differently shaped array may change).
-    monkeypatch.setattr(curves, "_BOOTSTRAP_ELEMENT_BUDGET", 1)
+    monkeypatch.setattr(bootstrap, "_BOOTSTRAP_ELEMENT_BUDGET", 1)
     chunked = curve_table(pools_, n_resamples=500, seed=3)
     assert [dataclasses.astuple(p) for p in chunked] == [
         pytest.approx(dataclasses.astuple(p), abs=1e-12) for p in table

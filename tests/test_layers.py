@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("bestofn.__main__", "bestofn.commands")),
     ("the public face (bestofn/__init__.py)", ("bestofn",)),
     ("server", ("bestofn.server",)),
+    ("jobs (what the commands do, without argparse)", ("bestofn.jobs",)),
     ("analysis and rewards", ("bestofn.analysis", "bestofn.rewards")),
     ("pipeline and selection", ("bestofn.pipeline", "bestofn.selection")),
     ("scorers", ("bestofn.scorers",)),
@@ -34,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bestofn.inputs",
             "bestofn.results",
             "bestofn.plugins",
+            "bestofn.ifeval",
         ),
     ),
 ]
@@ -42,13 +44,24 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 module or a folder of modules."""
 
 SCORER_WORDS_ELSEWHERE: dict[str, set[str]] = {
-    "config.py": {"flip", "judge", "length", "random"},  # the defaults of scorer, curve.scorers
+    # the defaults of scorer and curve.scorers
+    "config/schema.py": {"flip", "judge", "length", "random"},
+    # default.yaml's comments by key: the flip and judge sections, and the likelihood
+    # section's comment naming the scorers that read it
+    "config/reference.py": {
+        "flip",
+        "judge",
+        "backward_ll",
+        "backward_ll_sum",
+        "forward_pmi",
+        "pmi_matched",
+    },
     "inputs.py": {"pairwise"},  # an input format (a pair of responses), not the judge
     "engines/fake.py": {"length"},  # a finish reason
-    "commands/bench.py": {"length"},  # a finish reason
+    "values.py": {"length"},  # a finish reason (Candidate.at_length)
     "analysis/pool.py": {"length"},  # a finish reason, and the stored record's length key
-    "commands/curve.py": {"length"},  # the CSV's length column
-    "commands/plots.py": {"length"},  # the CSV's length column
+    "jobs/curve.py": {"length"},  # the CSV's length column
+    "analysis/plots.py": {"length"},  # the CSV's length column
 }
 """String literals equal to a scorer's name outside bestofn/scorers/ that are not about a
 scorer, by file (the config's defaults, and ordinary words that happen to be names)."""

@@ -1,4 +1,4 @@
-"""Tests for bestofn.scorers.oracle: hand-checked IFEval constraints in strict and loose mode, the
+"""Tests for bestofn.ifeval and bestofn.scorers.oracle: hand-checked IFEval constraints in strict and loose mode, the
 offline Punkt sentence splitter (no download, no network), bad input as ConfigError, the
 IFEvalOracle scorer, and a sample of dev prompts covering every constraint type run through the
 checks without an exception."""
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from bestofn import ifeval
 from bestofn.errors import BestOfNError, ConfigError
-from bestofn.scorers import oracle
-from bestofn.scorers.oracle import IFEvalOracle, IFEvalResult, ifeval_check, loose_variants
+from bestofn.ifeval import IFEvalResult, ifeval_check, loose_variants
+from bestofn.scorers.oracle import IFEvalOracle
 from bestofn.values import Candidate
 
 # 15 records of the IFEval dev set (experiments/data/ifeval_dev.jsonl), lines copied verbatim:
@@ -297,7 +298,7 @@ def test_none_kwargs_are_dropped_as_in_ifeval() -> None:
 
 
 def test_a_missing_install_is_a_config_error_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oracle, "_registry", None)
+    monkeypatch.setattr(ifeval, "_registry", None)
     monkeypatch.setitem(sys.modules, "if_verifiable.ifeval", None)
     with pytest.raises(
         ConfigError, match=r"needs the 'ifeval' extra: pip install -e '\.\[ifeval\]'"
@@ -333,8 +334,8 @@ def test_checks_need_no_network_and_no_nltk_download(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(nltk.data, "find", refuse("nltk.data.find"))
     # Undo the oracle's set-up (monkeypatch restores it afterwards) so that it happens again
     # here, under the blocks: the stock if-verifiable asks nltk.data for Punkt.
-    oracle._instruction_registry()  # set up first, so that monkeypatch restores a set-up state
-    monkeypatch.setattr(oracle, "_registry", None)
+    ifeval._instruction_registry()  # set up first, so that monkeypatch restores a set-up state
+    monkeypatch.setattr(ifeval, "_registry", None)
     monkeypatch.setattr(util, "nltk", nltk)
     monkeypatch.setattr(
         util, "_get_sentence_tokenizer", lambda: nltk.data.load("tokenizers/punkt/english.pickle")
@@ -384,7 +385,7 @@ def test_a_fresh_process_with_no_nltk_data_checks_sentences_offline(tmp_path: Pa
             have_punkt = True
         except LookupError:
             have_punkt = False
-        from bestofn.scorers.oracle import ifeval_check
+        from bestofn.ifeval import ifeval_check
         text = "Dr. Smith arrived at 5 p.m. on Monday. He was tired. Was he late?"
         out = {{
             "have_punkt": have_punkt,
@@ -424,10 +425,10 @@ def test_a_fresh_process_with_no_nltk_data_checks_sentences_offline(tmp_path: Pa
 def test_setup_is_idempotent() -> None:
     from if_verifiable.ifeval import instructions_util as util
 
-    first = oracle._instruction_registry()
+    first = ifeval._instruction_registry()
     view, splitter = util.nltk, util._get_sentence_tokenizer
-    assert oracle._instruction_registry() is first
-    oracle._install_offline_punkt(util, object(), object())  # already installed: no-op
+    assert ifeval._instruction_registry() is first
+    ifeval._install_offline_punkt(util, object(), object())  # already installed: no-op
     assert (util.nltk, util._get_sentence_tokenizer) == (view, splitter)
     # the same tokenizer object each time, and NLTK's own class
     from nltk.tokenize.punkt import PunktSentenceTokenizer
@@ -568,7 +569,7 @@ def test_every_sampled_dev_prompt_checks_without_an_exception() -> None:
         assert [r.loose_pass for r in theirs] == result.loose_per_constraint, record["key"]
     # every IFEval constraint type occurs in the sample
     assert len(kinds) == 25
-    assert kinds == set(oracle._instruction_registry())
+    assert kinds == set(ifeval._instruction_registry())
 
 
 def test_dev_prompts_that_satisfy_themselves() -> None:

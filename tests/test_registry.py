@@ -17,12 +17,12 @@ import bestofn.engines.local
 import bestofn.engines.model_files
 from bestofn import BestOfN, Config, Selector
 from bestofn.commands import main
-from bestofn.commands.bench import SCORERS as BENCH_SCORERS
-from bestofn.commands.bench import TARGETS
 from bestofn.commands.rerank import RERANK_SCORERS
 from bestofn.config import FlipConfig, JudgeConfig, SelectionConfig, config_from_dict
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import ConfigError
+from bestofn.jobs.bench import SCORERS as BENCH_SCORERS
+from bestofn.jobs.bench import TARGETS
 from bestofn.scorers import (
     SCORER_NAMES,
     SCORERS,

@@ -18,7 +18,7 @@ from bestofn.engines.base import GenerationRequest
 from bestofn.engines.fake import FakeEngine, child_seed, quoted_response
 from bestofn.errors import ConfigError
 from bestofn.pipeline import BestOfN
-from bestofn.selection import margin, select_index, weights
+from bestofn.selection import adaptive_next, margin, select_index, weights
 from bestofn.values import Candidate, Score
 
 ANSWER = r"answer is (\w+)"
@@ -234,3 +234,51 @@ def test_curve_follows_the_vote_rule_and_adaptive_n(tmp_path: Path) -> None:
     # every k >= 2 draws 2 candidates, and k = 1 draws 1.
     assert [float(rows[("length", k)]["drawn"]) for k in (1, 2, 3, 4)] == [1.0, 2.0, 2.0, 2.0]
     assert [float(rows[("oracle_best", k)]["drawn"]) for k in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_adaptive_next_is_the_one_rule_of_a_run_and_a_curve() -> None:
+    # Worked by hand, margin 0.1, rounds of 2, at most 5 candidates.
+    config = SelectionConfig(adaptive_round=2, adaptive_margin=0.1)
+    two = [Candidate("a"), Candidate("b")]
+    assert adaptive_next(two, [Score(0.5), Score(0.45)], config, 5) == 4  # lead 0.05: more
+    assert adaptive_next(two, [Score(0.5), Score(0.3)], config, 5) == 2  # lead 0.2: stop
+    four = [*two, Candidate("c"), Candidate("d")]
+    close = [Score(0.5), Score(0.45), Score(0.1), Score(0.0)]
+    assert adaptive_next(four, close, config, 5) == 5  # one round more, capped at 5
+    assert adaptive_next([*four, Candidate("e")], [*close, Score(0.0)], config, 5) == 5
+    assert adaptive_next(two, [Score(0.5), Score(0.45)], SelectionConfig(), 5) == 2  # off
+
+
+def test_curve_ties_selection_is_exactly_what_a_run_picks() -> None:
+    # With tie_break and fallback first, the closed-form curve with tie rule "first" (what
+    # curve.ties: selection uses) equals the average of select_index over every k-subset.
+    from bestofn.analysis.best_of_k import curve_table, rule_table
+
+    rng = random.Random(3)
+    pools = []
+    for _ in range(6):
+        scores = [rng.choice([None, 0.0, 0.5, 0.5, 1.0]) for _ in range(5)]
+        qualities = [float(rng.random() < 0.5) for _ in range(5)]
+        pools.append((scores, qualities))
+    closed = curve_table(pools, tie_rule="first", n_resamples=100)
+    enumerated = rule_table(
+        [
+            (
+                [Candidate(f"c{i}") for i in range(5)],
+                [Score(v) if v is not None else Score.unscored("x") for v in scores],
+                qualities,
+            )
+            for scores, qualities in pools
+        ],
+        SelectionConfig(),
+        n_resamples=100,
+    )
+    assert [p.selector for p in closed] == pytest.approx([p.selector for p in enumerated])
+
+
+def test_a_candidate_cut_to_a_length_keeps_what_fits() -> None:
+    full = Candidate("one two three", 3, "stop", token_ids=(1, 2, 3), logprobs=(-1.0, -2.0, -3.0))
+    assert full.at_length(3, lambda ids: "never") is full
+    cut = full.at_length(2, lambda ids: " ".join(map(str, ids)))
+    assert (cut.text, cut.num_tokens, cut.finish_reason) == ("1 2", 2, "length")
+    assert (cut.token_ids, cut.logprobs) == ((1, 2), (-1.0, -2.0))

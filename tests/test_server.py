@@ -382,6 +382,7 @@ MESSAGES = [{"role": "user", "content": COLOUR}]
             "max_completion_tokens",
         ),
         ({"messages": MESSAGES, "temperature": -0.1}, "temperature"),
+        ({"messages": MESSAGES, "temperature": 0}, "temperature"),  # generation.temperature > 0
         ({"messages": MESSAGES, "temperature": 2.5}, "temperature"),
         ({"messages": MESSAGES, "top_p": 0}, "top_p"),
         ({"messages": MESSAGES, "seed": 2**70}, "seed"),

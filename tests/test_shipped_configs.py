@@ -8,7 +8,13 @@ from typing import Any
 
 import yaml
 
-from bestofn.config import Config, load_config, reference_markdown, resolve_config_path
+from bestofn.config import (
+    Config,
+    default_yaml,
+    load_config,
+    reference_markdown,
+    resolve_config_path,
+)
 from bestofn.scorers.templates import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +66,12 @@ def test_default_yaml_writes_out_every_key_of_the_builtin_defaults() -> None:
     assert key_tree(written) == fields
 
 
-def test_default_yaml_values_equal_the_builtin_defaults() -> None:
-    written = yaml.safe_load((CONFIGS / "default.yaml").read_text(encoding="utf-8"))
+def test_default_yaml_is_generated_and_equals_the_builtin_defaults() -> None:
+    text = (CONFIGS / "default.yaml").read_text(encoding="utf-8")
+    assert text == default_yaml(), (
+        "configs/default.yaml is stale (bestofn/config/ changed); regenerate it with `make docs`"
+    )
+    written = yaml.safe_load(text)
     defaults = Config()
     for dotted in sorted(flat(field_tree(Config))):
         value: Any = written
@@ -82,7 +92,7 @@ def test_default_yaml_values_equal_the_builtin_defaults() -> None:
 def test_configuration_reference_is_up_to_date() -> None:
     assert REFERENCE.is_file(), "docs/configuration.md is missing; generate it with `make docs`"
     assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
-        "docs/configuration.md is stale (bestofn/config.py changed); regenerate it with `make docs`"
+        "docs/configuration.md is stale (bestofn/config/ changed); regenerate it with `make docs`"
     )
 
 

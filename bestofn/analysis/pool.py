@@ -6,7 +6,6 @@ what is still valid when items are added or removed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -51,23 +50,19 @@ class Pool:
         ):
             prompt = self.prompts[i] if self.prompts else None
             logprob_rows = self.logprobs[i] if self.logprobs else [None] * len(ids_row)
-            row = []
-            for ids, text, finish, lps in zip(
-                ids_row, text_row, finish_row, logprob_rows, strict=True
-            ):
-                cut = ids[:length]
-                logprobs = tuple(lps[:length]) if lps is not None else None
-                text = engine.decode(cut) if len(ids) > length else text
-                row.append(
-                    Candidate(
-                        text,
-                        len(cut),
-                        "length" if len(ids) > length else finish,
-                        token_ids=tuple(cut),
-                        logprobs=logprobs,
-                        prompt=prompt,
-                    )
+            row = [
+                Candidate(
+                    text,
+                    len(ids),
+                    finish,
+                    token_ids=tuple(ids),
+                    logprobs=tuple(lps) if lps is not None else None,
+                    prompt=prompt,
+                ).at_length(length, engine.decode)
+                for ids, text, finish, lps in zip(
+                    ids_row, text_row, finish_row, logprob_rows, strict=True
                 )
+            ]
             result.append(row)
         return result
 
@@ -211,38 +206,37 @@ def score_pool(
         overwrite=overwrite,
         match_keys=("kind", "model", "layout"),
     )
-    store.close()
-    _, records = read_results(path)
-    done: dict[tuple[str, int], Scored] = {
-        (n, length): Scored() for n in names for length in curve.lengths
-    }
-    wanted = set(pool.ids)
-    for r in records:
-        key = (r.get("scorer"), r.get("length"))
-        if r.get("type") != "scores" or key not in done or "ids" not in r:
-            continue
-        if r.get("settings") != settings_of(str(key[0])):
-            continue
-        entry = done[key]
-        for item_id, row in zip(r["ids"], r["scores"], strict=True):
-            if item_id in wanted:
-                entry.scores[item_id] = row
-                entry.reused += 1
-        entry.seconds += r["seconds"]
-        entry.prompt_tokens += r["prompt_tokens"]
-        entry.output_tokens += r["output_tokens"]
-        entry.candidates += r.get("candidates", sum(len(row) for row in r["scores"]))
-    reused = sum(e.reused for e in done.values())
-    if reused:
-        warn(f"scores: {reused} (scorer, length, instruction) rows reused from {path}")
-    oracle_records = dict(zip(pool.instructions, pool.records, strict=True))
-    scorers = {
-        name: make_scorer(
-            name, engine=scoring, config=config, cache=cache, oracle_records=oracle_records
-        )
-        for name in names
-    }
-    with path.open("a", encoding="utf-8") as handle:
+    with store:  # each record written durably (fsync) before the next scoring call
+        _, records = read_results(path)
+        done: dict[tuple[str, int], Scored] = {
+            (n, length): Scored() for n in names for length in curve.lengths
+        }
+        wanted = set(pool.ids)
+        for r in records:
+            key = (r.get("scorer"), r.get("length"))
+            if r.get("type") != "scores" or key not in done or "ids" not in r:
+                continue
+            if r.get("settings") != settings_of(str(key[0])):
+                continue
+            entry = done[key]
+            for item_id, row in zip(r["ids"], r["scores"], strict=True):
+                if item_id in wanted:
+                    entry.scores[item_id] = row
+                    entry.reused += 1
+            entry.seconds += r["seconds"]
+            entry.prompt_tokens += r["prompt_tokens"]
+            entry.output_tokens += r["output_tokens"]
+            entry.candidates += r.get("candidates", sum(len(row) for row in r["scores"]))
+        reused = sum(e.reused for e in done.values())
+        if reused:
+            warn(f"scores: {reused} (scorer, length, instruction) rows reused from {path}")
+        oracle_records = dict(zip(pool.instructions, pool.records, strict=True))
+        scorers = {
+            name: make_scorer(
+                name, engine=scoring, config=config, cache=cache, oracle_records=oracle_records
+            )
+            for name in names
+        }
         for length in curve.lengths:
             candidates = pool.at_length(engine, length)
             if separate:  # the generator's log-probabilities are not the scoring model's
@@ -276,8 +270,8 @@ def score_pool(
                         for row in scores
                     ],
                 }
-                handle.write(json.dumps(record) + "\n")
-                handle.flush()
+                store.write(record)
+                store.flush()
                 entry.scores.update(zip(ids, rows, strict=True))
                 entry.seconds += stats.scoring_s
                 entry.prompt_tokens += stats.scoring_prompt_tokens

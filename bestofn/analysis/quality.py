@@ -37,7 +37,7 @@ class Quality:
 def quality_function(spec: str) -> Quality:
     """``ifeval_strict`` / ``ifeval_loose`` / ``python:module:function``."""
     if spec in ("ifeval_strict", "ifeval_loose"):
-        from bestofn.scorers.oracle import check_record, ifeval_check, literal_letter
+        from bestofn.ifeval import check_record, ifeval_check, literal_letter
 
         strict = spec == "ifeval_strict"
 

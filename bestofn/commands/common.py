@@ -1,5 +1,5 @@
-"""What the commands share: common flags, reading an input file with the bad-line policy,
-the reply cache, the run summary and the exit codes.
+"""What the commands share: common flags, the config a command runs with, reading an input
+file with the bad-line policy, the run summary and the exit codes.
 
 Exit codes: 0 done; 1 a run error (engine, model, output); 2 bad config or input, nothing
 run; 3 done, but bad input lines were skipped or items failed alone (the summary counts
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -20,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from bestofn.config import Config, load_config
 from bestofn.console import warn
 from bestofn.errors import ConfigError, InputError, OutputError
-from bestofn.scorers import SCORER_NAMES, check_config, reply_schemas
+from bestofn.scorers import SCORER_NAMES, check_config
 from bestofn.selection import check_rule
 
 EXIT_OK = 0
@@ -86,11 +85,6 @@ def command_config(args: argparse.Namespace, **overrides: Any) -> Config:
     return config
 
 
-def warm_up_schemas(config: Config) -> list[dict[str, Any]]:
-    """The reply schemas an engine compiles at start-up: the selecting scorer's."""
-    return reply_schemas(config.scorer, config)
-
-
 def add_cache(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -107,19 +101,6 @@ def add_input_policy(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="stop before any work if an input line is bad"
     )
-
-
-def open_cache(args: argparse.Namespace, config: Config) -> Any:
-    """The reply cache the flags ask for: a file, the default file, or memory only."""
-    from bestofn.engines.model_files import cache_dir
-    from bestofn.scorers.cache import ReconstructionCache
-
-    if getattr(args, "no_cache", False):
-        return ReconstructionCache()
-    path = (
-        getattr(args, "cache", None) or cache_dir(config.model_cache_dir) / "reconstructions.sqlite"
-    )
-    return ReconstructionCache(path)
 
 
 @dataclass
@@ -177,10 +158,6 @@ def write_json(path: str | Path, data: Any, *, flag: str, kept: str) -> None:
 
 def print_summary(summary: dict[str, Any]) -> None:
     warn("summary " + json.dumps(summary))
-
-
-Handler = Callable[[argparse.Namespace, Any], int]
-"""A command: (parsed arguments, an engine to use instead of starting one) -> exit code."""
 
 
 def scorer_choices() -> str:

@@ -1,10 +1,9 @@
 """``bestofn run INPUT``: sample N candidates per instruction, score them, keep the best;
-one durable JSON line per instruction, resumable."""
+one durable JSON line per instruction, resumable (the job: bestofn/jobs/run.py)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any
 
 from bestofn.commands.common import (
@@ -14,20 +13,16 @@ from bestofn.commands.common import (
     add_input_policy,
     command_config,
     finished,
-    open_cache,
     print_summary,
     read_input,
     scorer_choices,
-    warm_up_schemas,
 )
 from bestofn.config import Config
 from bestofn.console import warn
-from bestofn.engines import open_engine, open_scoring_engine
 from bestofn.inputs import read_instructions
-from bestofn.pipeline import BestOfN, RunStats
-from bestofn.results import ResultsFile, engine_record, run_header, selection_record
-from bestofn.scorers import check_scorers, make_scorer
-from bestofn.values import Selection
+from bestofn.jobs.run import run_instructions
+from bestofn.results import resumable, run_header
+from bestofn.scorers import check_scorers
 
 
 def add_parser(sub: Any) -> None:
@@ -80,84 +75,35 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
         limit=args.limit,
         what="instructions to run",
     )
-    items = source.items
-    results = ResultsFile(
+    header = run_header("run", config, input=str(args.input))
+    with resumable(
         args.output,
-        run_header("run", config, input=str(args.input)),
+        header,
+        source.items,
+        lambda item: item.id,
         resume=args.resume,
         overwrite=args.overwrite,
         match_keys=("kind", "config"),
-    )
-    if results.repaired_bytes:
-        warn(f"dropped a torn last line ({results.repaired_bytes} bytes) from {args.output}")
-    todo = [(item.id, item.instruction) for item in items if item.id not in results.done]
-    if results.done:
-        warn(
-            f"resuming: {len(items) - len(todo)} of {len(items)} instructions already in {args.output}"
+        what="instructions",
+        interrupted=lambda job: (
+            f"interrupted: {job.results.records_written} of {len(job.todo)} instructions are "
+            f"in {args.output}; rerun with --resume to finish"
+        ),
+    ) as job:
+        if not job.todo:
+            warn("nothing left to do")
+            return finished(source.skipped_lines)
+        done = run_instructions(
+            config,
+            job.todo,
+            job.results,
+            items=source.items,
+            engine=engine,
+            cache_file=args.cache,
+            memory_cache=args.no_cache,
         )
-    if not todo:
-        results.close()
-        warn("nothing left to do")
-        return finished(source.skipped_lines)
-
-    written = 0
-    try:
-        with contextlib.ExitStack() as stack:
-            schemas = warm_up_schemas(config)
-            active = stack.enter_context(open_engine(config, engine=engine, schemas=schemas))
-            scoring = stack.enter_context(open_scoring_engine(config, active, schemas=schemas))
-            results.write(engine_record(active, scoring))
-            scorer = make_scorer(
-                config.scorer,
-                engine=scoring,
-                config=config,
-                cache=open_cache(args, config),
-                oracle_records={item.instruction: item.extra for item in items},
-            )
-            best = BestOfN(active, scorer, config, scoring_engine=scoring)
-
-            def write_batch(selections: list[Selection], stats: RunStats) -> None:
-                nonlocal written
-                for selection in selections:
-                    results.write(selection_record(selection, scorer=best.scorer_name))
-                results.flush()
-                written += len(selections)
-                warn(
-                    f"wrote {written}/{len(todo)} instructions "
-                    f"(generate {stats.generation_s:.1f} s, score {stats.scoring_s:.1f} s)"
-                )
-
-            total = best.run(todo, on_batch=write_batch)
-            start_s = active.stats.start_s
-    except KeyboardInterrupt:
-        results.close()
-        warn(
-            f"interrupted: {written} of {len(todo)} instructions are in {args.output}; "
-            "rerun with --resume to finish"
-        )
+    if job.interrupted:
         return EXIT_INTERRUPTED
-    except BaseException:
-        results.discard_if_unused()  # a run that failed before any work must not block its rerun
-        raise
-    finally:
-        results.close()
-    print_summary(
-        {
-            "instructions": total.instructions,
-            "candidates": total.candidates,
-            "unscored": total.unscored,
-            "fallbacks": total.fallbacks,
-            "failed": total.failed,
-            "scorer_errors": total.scorer_errors,
-            "skipped_lines": source.skipped_lines,
-            "engine_start_s": round(start_s, 2),
-            "generation_s": round(total.generation_s, 2),
-            "scoring_s": round(total.scoring_s, 2),
-            "generated_tokens": total.generated_tokens,
-            "scoring_prompt_tokens": total.scoring_prompt_tokens,
-            "scoring_output_tokens": total.scoring_output_tokens,
-            "scoring_tokens_from_generation": total.tokens_from_generation,
-            "output": args.output,
-        }
-    )
+    print_summary(done.summary(skipped_lines=source.skipped_lines, output=args.output))
+    total = done.stats
     return finished(source.skipped_lines, total.failed + total.scorer_errors)

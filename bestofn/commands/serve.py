@@ -11,12 +11,11 @@ from bestofn.commands.common import (
     EXIT_OK,
     add_config,
     command_config,
-    warm_up_schemas,
 )
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import BestOfNError, ConfigError
-from bestofn.scorers import check_scorers
+from bestofn.scorers import check_scorers, warm_up_schemas
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bestofn import seeding
 from bestofn.engines.base import Completion, EngineStats, GenerationRequest, Message
 from bestofn.seeding import derive_seed
 
@@ -36,7 +37,7 @@ def quoted_response(message: str) -> str | None:
 def child_seed(request: GenerationRequest, index: int) -> int:
     """The seed of sample ``index`` as vLLM gives it: seed + index, so a request from
     seed + k samples what samples k, k+1, ... of a request from seed would."""
-    return (request.seed or 0) + index
+    return seeding.child_seed(request.seed or 0, index)
 
 
 def default_respond(message: str, index: int, request: GenerationRequest) -> str:

@@ -20,6 +20,7 @@ from bestofn.engines.base import (
     peak_rss_mib,
 )
 from bestofn.errors import EngineError
+from bestofn.seeding import SEED_SPACING
 
 
 # Settings that make vLLM start in seconds on a small CPU machine (measured, see README).
@@ -220,7 +221,7 @@ class VllmEngine(TokenizedEngine):
         prompt = self.chat_prompt([{"role": "user", "content": "Hello"}])
         requests = [
             GenerationRequest(
-                prompt=prompt, max_tokens=2, temperature=0.8, seed=1 << 16, logprobs=True
+                prompt=prompt, max_tokens=2, temperature=0.8, seed=SEED_SPACING, logprobs=True
             ),
             *(GenerationRequest(prompt=prompt, max_tokens=2, json_schema=s) for s in schemas),
         ]

@@ -137,7 +137,7 @@ def _oracle(engine: Any, config: Config, cache: Any, records: Records) -> Scorer
 
 
 def _oracle_record(record: Mapping[str, Any], instruction: str) -> str | None:
-    from bestofn.scorers.oracle import check_record
+    from bestofn.ifeval import check_record
 
     return check_record(record, instruction)
 
@@ -351,6 +351,11 @@ def reply_schemas(name: str, config: Config) -> list[dict[str, Any]]:
     """The JSON schemas a scorer's replies are constrained to (the engine compiles each
     grammar once; warming them at start-up keeps that cost out of the first scoring)."""
     return resolve_scorer(name).reply_schemas(config)
+
+
+def warm_up_schemas(config: Config) -> list[dict[str, Any]]:
+    """The reply schemas an engine compiles at start-up: the selecting scorer's."""
+    return reply_schemas(config.scorer, config)
 
 
 def scorer_settings(name: str, config: Config) -> dict[str, Any]:

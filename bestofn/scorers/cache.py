@@ -164,3 +164,15 @@ def cached_generate(
     # An engine that returned no completion leaves an empty list: not worth keeping.
     cache.put_many({k: v for k, v in fresh.items() if v})
     return replies, usage
+
+
+def open_cache(
+    config: Any, path: str | Path | None = None, *, memory: bool = False
+) -> ReconstructionCache:
+    """The reply cache a run asks for: in memory only (``memory``), the file ``path``, or
+    the default file (reconstructions.sqlite in the bestofn cache folder of ``config``)."""
+    from bestofn.engines.model_files import cache_dir
+
+    if memory:
+        return ReconstructionCache()
+    return ReconstructionCache(path or cache_dir(config.model_cache_dir) / "reconstructions.sqlite")

@@ -79,8 +79,14 @@ class Service:
         return sampling_seed(self.config.generation.seed, "serve", next(self._counter))
 
     async def complete(
-        self, messages: list[Message], instruction: str, sampling: Sampling, deadline: float
+        self,
+        messages: list[Message] | None,
+        instruction: str,
+        sampling: Sampling,
+        deadline: float,
     ) -> Selection:
+        """Best-of-N for one request: ``messages`` as sent, or None for the pipeline's own
+        (``BestOfN.messages``: the system prompt, then ``instruction`` as the user turn)."""
         task = Task(
             instruction,
             messages=messages,
@@ -285,10 +291,8 @@ def _add_completion_routes(app: FastAPI, service: Service, secured: list[Any]) -
         body = await service.read_body(request)
         instruction = parse_prompt(body)
         sampling = parse_sampling(body, service.config)
-        system = service.config.generation.system_prompt
-        head: list[Message] = [{"role": "system", "content": system}] if system else []
-        messages = [*head, {"role": "user", "content": instruction}]
-        selection = await service.complete(messages, instruction, sampling, deadline)
+        # No messages: the pipeline builds them (system_prompt, then the prompt as a user turn).
+        selection = await service.complete(None, instruction, sampling, deadline)
         text, finish = chosen(selection)
         ext = extension(selection, service.scorer_name, selection.seed, sampling.include_candidates)
         base = {

@@ -11,13 +11,20 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from bestofn.config import Config
+from bestofn.config import Config, GenerationConfig, rule_problem
 from bestofn.engines.base import Message
 from bestofn.server.errors import invalid
 from bestofn.values import Candidate, Score, Selection
 
 ROLES = ("system", "developer", "user", "assistant")
 INT64 = 2**63
+"""A request's ``seed`` goes to the engine as it is: it must fit a signed 64-bit integer.
+Deliberately tighter than ``generation.seed`` (any integer), which is only hashed."""
+MAX_REQUEST_TEMPERATURE = 2.0
+"""The largest ``temperature`` a request may ask for (the OpenAI API's bound). Deliberately
+tighter than ``generation.temperature``'s rule (> 0, no upper bound), which a request must
+also meet; every other per-request bound is the config field's own rule (``rule_problem``)
+or a ``server.*`` limit."""
 # OpenAI parameters this server cannot honour; a request that sets one gets a 400 instead
 # of a reply that silently ignores it.
 UNSUPPORTED = (
@@ -140,9 +147,9 @@ def parse_sampling(body: dict[str, Any], config: Config) -> Sampling:
     param, count = ("best_of", best_of) if best_of is not None else ("n", n)
     if count is None:
         count = min(gen.n, server.max_n)
-    elif count < 1:
+    elif problem := rule_problem(GenerationConfig, "n", count):
         raise invalid(
-            f"{param} must be >= 1 (it is how many candidates to sample), got {count}", param
+            f"{param} {problem} (it is how many candidates to sample), got {count}", param
         )
     elif count > server.max_n:
         raise invalid(
@@ -163,8 +170,8 @@ def parse_sampling(body: dict[str, Any], config: Config) -> Sampling:
     tokens = max_completion if max_completion is not None else max_tokens
     if tokens is None:
         tokens = min(gen.max_tokens, server.max_tokens)
-    elif tokens < 1:
-        raise invalid(f"{param} must be >= 1, got {tokens}", param)
+    elif problem := rule_problem(GenerationConfig, "max_tokens", tokens):
+        raise invalid(f"{param} {problem}, got {tokens}", param)
     elif tokens > server.max_tokens:
         raise invalid(
             f"{param} must be <= {server.max_tokens} (server.max_tokens), got {tokens}", param
@@ -173,13 +180,19 @@ def parse_sampling(body: dict[str, Any], config: Config) -> Sampling:
     temperature = opt_number(body, "temperature")
     if temperature is None:
         temperature = gen.temperature
-    elif not 0 <= temperature <= 2:
-        raise invalid(f"temperature must be between 0 and 2, got {temperature}", "temperature")
+    elif problem := rule_problem(GenerationConfig, "temperature", temperature):
+        raise invalid(f"temperature {problem}, got {temperature}", "temperature")
+    elif temperature > MAX_REQUEST_TEMPERATURE:
+        raise invalid(
+            f"temperature must be <= {MAX_REQUEST_TEMPERATURE} (the largest a request may ask "
+            f"for), got {temperature}",
+            "temperature",
+        )
     top_p = opt_number(body, "top_p")
     if top_p is None:
         top_p = gen.top_p
-    elif not 0 < top_p <= 1:
-        raise invalid(f"top_p must be > 0 and <= 1, got {top_p}", "top_p")
+    elif problem := rule_problem(GenerationConfig, "top_p", top_p):
+        raise invalid(f"top_p {problem}, got {top_p}", "top_p")
     seed = opt_int(body, "seed")
     if seed is not None and not -INT64 <= seed < INT64:
         raise invalid(f"seed must fit in a signed 64-bit integer, got {seed}", "seed")

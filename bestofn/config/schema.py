@@ -1,29 +1,16 @@
-"""Run configuration: frozen dataclasses built from YAML. Each field carries its docstring
-right under it and its validation rule beside it; the docs' configuration reference is
-generated from both (``make docs``).
-
-Errors name the field, the rule and the value ("generation.n must be >= 1, got 0").
-"""
+"""The config's schema: frozen dataclasses, each field with its docstring right under it and
+its validation rule beside it (``constrained``); validation.py checks values against both,
+reference.py writes the docs' reference and configs/default.yaml from both."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
-import inspect
-import itertools
-import os
-import textwrap
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar
 
-import yaml
-
-from bestofn.errors import ConfigError
+from bestofn.config.paths import resolve_config_path
 
 T = TypeVar("T")
 
@@ -32,22 +19,6 @@ def constrained(default: T, must_be: str, check: Callable[[Any], bool]) -> T:
     """A field with its validation rule beside it: ``check(value)`` must hold, else the
     error says "<field> must be <must_be>, got <value>"."""
     return field(default=default, metadata={"must_be": must_be, "check": check})
-
-
-def configs_dir() -> Path:
-    """The folder holding the shipped configs and prompt templates.
-
-    A wheel carries them as ``bestofn/_configs``; a source checkout has ``configs/``
-    beside the package.
-    """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_configs", here.parent / "configs"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError(
-        f"cannot find the bestofn configs folder (looked in {here / '_configs'} and "
-        f"{here.parent / 'configs'}); reinstall bestofn"
-    )
 
 
 def _urls(values: Any) -> bool:
@@ -280,6 +251,13 @@ class CurveConfig:
     """Where the pool, scores, CSV and figures go (relative to the working directory)."""
     bootstrap_resamples: int = constrained(2000, ">= 100", lambda v: v >= 100)
     """Resamples for the 95 % intervals (over instructions)."""
+    ties: Literal["uniform", "selection"] = "uniform"
+    """How a scorer's argmax curve picks among exactly equal scores and unscored candidates.
+    ``uniform``: the expected quality over the orders of a tie (a tie's mean), unscored
+    candidates below every score; this is not what ``bestofn run`` does, which follows
+    ``selection.tie_break`` and ``selection.fallback``. ``selection``: the curve follows
+    those two as well, so it picks what a run would (exactly, with tie_break and fallback
+    ``first``; else over sampled k-subsets, as for the ``vote`` rule)."""
 
 
 @dataclass(frozen=True)
@@ -351,271 +329,3 @@ class Config:
 
     def template_path(self) -> Path:
         return resolve_config_path(self.flip.template, self.source, "flip.template")
-
-
-def resolve_config_path(value: str, source: str | None, field_name: str) -> Path:
-    """Find a file named by a config: absolute, else beside the config, else shipped."""
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        candidates = []
-        if source is not None:
-            candidates.append(Path(source).resolve().parent / path)
-        candidates.append(configs_dir() / path)
-        candidates.append(Path.cwd() / path)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"{field_name} must name an existing file, got {value!r} (tried {tried})")
-
-
-# --- validation -----------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    """repr for messages, short even for a 5,000-digit integer (whose repr would raise)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
-        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _check_value(name: str, tp: Any, value: Any) -> Any:
-    """Check one value against its annotated type; return it (ints widen to floats)."""
-    origin = get_origin(tp)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            choices = ", ".join(repr(a) for a in allowed)
-            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            extra = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"{name} must be one of {choices}, got {_show(value)}{extra}")
-        return value
-    if origin is tuple:
-        # Declared as tuple[X, ...]; written in YAML as a list.
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {_show(value)}")
-        item_type = get_args(tp)[0]
-        return tuple(_check_value(f"{name}[{i}]", item_type, v) for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors: list[ConfigError] = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_value(name, option, value)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {_show(value)}")
-        try:
-            return float(value)
-        except OverflowError:
-            raise ConfigError(
-                f"{name} must be a number that fits a float, got {_show(value)}"
-            ) from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {_show(value)}")
-        return value
-    raise AssertionError(f"unhandled config type {tp!r} for {name}")  # a bug, not user error
-
-
-def _build(cls: type[T], data: Any, prefix: str) -> T:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        where = prefix.rstrip(".") or "the config"
-        raise ConfigError(f"{where} must be a mapping of keys to values, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if key not in fields or key == "source":
-            known = [k for k in fields if k != "source"]
-            hint = difflib.get_close_matches(str(key), known, n=1)
-            extra = f"; did you mean {prefix + hint[0]!r}?" if hint else ""
-            raise ConfigError(
-                f"unknown config key {name!r}{extra} (known keys: {', '.join(known)})"
-            )
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, f"{name}.")  # type: ignore[arg-type]
-            continue
-        checked = _check_value(name, tp, value)
-        meta = fields[key].metadata
-        if "check" in meta and checked is not None and not meta["check"](checked):
-            raise ConfigError(f"{name} must be {meta['must_be']}, got {_show(checked)}")
-        kwargs[key] = checked
-    return cls(**kwargs)
-
-
-def config_from_dict(data: Any, *, source: str | None = None) -> Config:
-    """Build and validate a Config from a plain mapping (as read from YAML)."""
-    config = _build(Config, data, "")
-    engine = config.engine
-    for name, section in (("engine", engine), ("scorer_engine", config.scorer_engine)):
-        if section.backend == "remote" and not section.urls:
-            raise ConfigError(
-                f"{name}.urls must name at least one server when {name}.backend is remote, "
-                f"got none; add {name}.urls to the config or pass --engine-url URL"
-            )
-    if not engine.enable_chunked_prefill and engine.max_num_batched_tokens < engine.max_model_len:
-        raise ConfigError(
-            "engine.max_num_batched_tokens must be >= engine.max_model_len when "
-            f"engine.enable_chunked_prefill is false, got {engine.max_num_batched_tokens} < "
-            f"{engine.max_model_len}; raise max_num_batched_tokens or lower max_model_len"
-        )
-    need = config.generation.max_tokens + 16
-    if need > engine.max_model_len:
-        raise ConfigError(
-            f"generation.max_tokens must leave room for the prompt within "
-            f"engine.max_model_len={engine.max_model_len}, got {config.generation.max_tokens}"
-        )
-    return dataclasses.replace(config, source=source)
-
-
-def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
-    """Read a YAML config (None: the built-in defaults) and apply dotted overrides.
-
-    ``load_config("my.yaml", **{"generation.n": 8})`` sets ``generation.n`` to 8.
-    """
-    data: dict[str, Any] = {}
-    source: str | None = None
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file {source} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {source} cannot be read: {exc}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {source} is not valid YAML: {exc}") from None
-        except (
-            ValueError,
-            KeyError,
-            AttributeError,
-            TypeError,
-            RecursionError,
-            OverflowError,
-        ) as exc:
-            # PyYAML raises these for YAML it parses but cannot build (an impossible date,
-            # an unknown !!bool value, nesting too deep).
-            raise ConfigError(
-                f"config file {source} holds a value YAML cannot build "
-                f"({type(exc).__name__}: {str(exc)[:120]}); fix or quote it"
-            ) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {source} must hold a mapping of keys to values, "
-                f"got {type(loaded).__name__}"
-            )
-        data = loaded
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                break  # leave the bad section in place: validation names it below
-            node = child
-        else:
-            node[parts[-1]] = value
-    try:
-        return config_from_dict(data, source=source)
-    except ConfigError as exc:
-        if source is not None:
-            raise ConfigError(f"{source}: {exc}") from None
-        raise
-
-
-# --- the reference in the docs, generated from the fields ------------------------------
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each field's docstring (the string literal right under it in the class body)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(inspect.cleandoc(after.value.value).split())
-    return docs
-
-
-def _yaml_value(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
-
-
-def reference_markdown() -> str:
-    """The configuration reference (docs/configuration.md): every key, its default, its
-    rule and its docstring, generated from the dataclasses above."""
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated from the field docs in `bestofn/config.py` by `make docs`;",
-        "a test fails when this file is stale. `configs/default.yaml` writes out every default.",
-        "",
-    ]
-    top_docs = field_docs(Config)
-    plain = [f for f in dataclasses.fields(Config) if f.name != "source"]
-    lines += ["## Top level", "", "| key | default | rule | meaning |", "|---|---|---|---|"]
-    defaults = Config()
-    sections = []
-    for f in plain:
-        value = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value):
-            sections.append((f.name, value))
-            continue
-        lines.append(_reference_row(f.name, value, f.metadata, top_docs.get(f.name, "")))
-    for name, section in sections:
-        cls = type(section)
-        lines += ["", f"## `{name}`", "", cls.__doc__ or "", ""]
-        lines += ["| key | default | rule | meaning |", "|---|---|---|---|"]
-        docs = field_docs(cls)
-        for f in dataclasses.fields(section):
-            key = f"{name}.{f.name}"
-            lines.append(
-                _reference_row(key, getattr(section, f.name), f.metadata, docs.get(f.name, ""))
-            )
-    return "\n".join(lines) + "\n"
-
-
-def _reference_row(key: str, value: Any, meta: Any, doc: str) -> str:
-    if isinstance(value, tuple):
-        value = list(value)
-    must_be = meta.get("must_be", "")
-    cells = [f"`{key}`", f"`{_yaml_value(value)}`", must_be, doc]
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"

@@ -1,0 +1,506 @@
+"""The bench (``bestofn bench``): what selection costs beside generation, measured side by side.
+
+On one engine, at N=8 and 256 tokens: generation, then every selecting scorer on the same
+generated pool, each as (generation + scoring) / generation; batched FLIP against one
+request per candidate; engine start-up to the first token; optionally the same point
+through a running vLLM server (the client's overhead). Every timing is repeated, the
+rows of one repeat interleaved (so drift hits every row alike) and reported as median and
+range; the prefix cache is reset before each timed call, so each starts from the state a
+user's run starts from. The full bench adds how scoring cost grows with N and length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bestofn.config import Config
+from bestofn.console import warn
+from bestofn.engines import open_engine
+from bestofn.engines.base import Engine, GenerationRequest, peak_rss_mib
+from bestofn.pipeline import BestOfN
+from bestofn.results import package_versions
+from bestofn.scorers import (
+    default_scorers,
+    make_scorer,
+    resolve_scorer,
+    warm_up_schemas,
+)
+from bestofn.scorers.cache import ReconstructionCache
+from bestofn.values import Candidate
+
+HEADLINE = (8, 256)
+"""(N, max tokens) of every headline row."""
+SCORERS = default_scorers("bench")
+"""The selecting scorers the bench times unless told (the registry's ``bench`` list: every
+engine scorer a user selects with)."""
+LOOP_SCORER = default_scorers("bench_loop")[0]
+"""The scorer also timed one request per candidate against batched (``bench_loop``); its
+ratio to generation is the result's headline (``<name>_over_generation``)."""
+REMOTE_SCORER = default_scorers("bench_remote")[0]
+"""The scorer timed through a running server beside in process (``bench_remote``)."""
+GROWTH_N = (4, 8, 16)
+GROWTH_TOKENS = (128, 256, 512)
+TARGETS = {
+    **{
+        f"{name}_over_generation": ("<=", target)
+        for name in SCORERS
+        if (target := resolve_scorer(name).bench_target) is not None
+    },
+    "batched_speedup_over_loop": (">=", 10.0),
+    "engine_start_s": ("<=", 10.0),
+}
+"""Every target the bench checks, in one place: (direction, value), on medians (the
+scorers' own from their registry entries)."""
+DEFAULT_INSTRUCTIONS = Path(__file__).with_name("bench_instructions.jsonl")
+"""16 AlpacaEval instructions, shipped inside the package (found from a wheel too)."""
+
+
+def _median(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def _range(values: Sequence[float]) -> list[float]:
+    return [round(min(values), 3), round(max(values), 3)]
+
+
+def _reset(engine: Engine) -> None:
+    """Empty the engine's prefix cache where it can (in process: yes; a server: no)."""
+    reset = getattr(engine, "reset_prefix_cache", None)
+    if reset is not None:
+        reset()
+
+
+def first_token_s(engine: Engine) -> float:
+    """Seconds for a one-token reply (the engine's time to first token when idle)."""
+    prompt = engine.chat_prompt([{"role": "user", "content": "Hello"}])
+    started = time.perf_counter()
+    engine.generate([GenerationRequest(prompt=prompt, max_tokens=1)])
+    return time.perf_counter() - started
+
+
+def engine_start_runs(config: Config, repeats: int) -> list[dict[str, float]]:
+    """Start-up to the first token in fresh processes, as a user's ``bestofn run`` pays it:
+    the import of vLLM, the engine, and the first one-token reply."""
+    script = (
+        "import json, time; t = time.perf_counter()\n"
+        "from bestofn.jobs.bench import first_token_s\n"
+        "from bestofn.config import load_config\n"
+        "from bestofn.engines import open_engine\n"
+        "from bestofn.scorers import reply_schemas\n"
+        "c = load_config(None, **json.loads(__import__('sys').argv[1]))\n"
+        "with open_engine(c, schemas=reply_schemas(c.scorer, c)) as e:\n"
+        "    ready = time.perf_counter() - t\n"
+        "    first = first_token_s(e)\n"
+        "print(json.dumps({'init_s': ready, 'first_token_s': first}))\n"
+    )
+    overrides = {"model": config.model, "model_cache_dir": config.model_cache_dir}
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(overrides)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        total = time.perf_counter() - started
+        if done.returncode != 0:
+            warn(f"an engine start-up run failed: {done.stderr[-400:]}")
+            continue
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        runs.append({**run, "start_to_first_token_s": run["init_s"] + run["first_token_s"]})
+        runs[-1]["process_s"] = total
+    return runs
+
+
+class Pool:
+    """The generated candidates of one bench point, and how long generating them took."""
+
+    def __init__(self, texts: list[str], candidates: list[list[Candidate]], seconds: float) -> None:
+        self.texts = texts
+        self.candidates = candidates
+        self.seconds = seconds
+        self.tokens = sum(c.num_tokens or 0 for row in candidates for c in row)
+
+
+def generate(engine: Engine, config: Config, texts: list[str], n: int, tokens: int) -> Pool:
+    cfg = replace(config, generation=replace(config.generation, n=n, max_tokens=tokens))
+    best = BestOfN(engine, config=cfg, progress=None)
+    best.want_logprobs = True  # what a run of a scorer that reads them asks for (no slower)
+    _reset(engine)
+    started = time.perf_counter()
+    candidates = best.generate(texts, [f"bench-{i}" for i in range(len(texts))])
+    return Pool(texts, candidates, time.perf_counter() - started)
+
+
+def score_once(engine: Engine, config: Config, name: str, pool: Pool) -> dict[str, Any]:
+    """One timed scoring call of ``name`` on the pool, from a cold prefix cache and an
+    empty reply cache (a user's first run)."""
+    scorer = make_scorer(name, engine=engine, config=config, cache=ReconstructionCache())
+    best = BestOfN(engine, scorer, config)
+    _reset(engine)
+    scores = best.score(pool.texts, pool.candidates)
+    stats = best.last_stats
+    return {
+        "seconds": stats.scoring_s,
+        "prompt_tokens": stats.scoring_prompt_tokens,
+        "output_tokens": stats.scoring_output_tokens,
+        "tokens_from_generation": stats.tokens_from_generation,
+        "unscored": sum(1 for row in scores for s in row if s.value is None),
+    }
+
+
+def loop_once(engine: Engine, config: Config, name: str, pool: Pool) -> float:
+    """The reference code's way: one engine request per candidate, no batching, no reuse."""
+    seconds = 0.0
+    for text, group in zip(pool.texts, pool.candidates, strict=True):
+        for candidate in group:
+            # A cache that keeps nothing: every candidate is reconstructed, repeats included.
+            scorer = make_scorer(
+                name, engine=engine, config=config, cache=ReconstructionCache(max_entries=0)
+            )
+            best = BestOfN(engine, scorer, config)
+            best.score([text], [[candidate]])
+            seconds += best.last_stats.scoring_s
+    return seconds
+
+
+def headline(
+    engine: Engine, config: Config, texts: list[str], repeats: int, scorers: Sequence[str]
+) -> dict[str, Any]:
+    """The N=8, 256-token point: generation and every scorer, ``repeats`` rounds, the
+    scorers' order rotated each round."""
+    n, tokens = HEADLINE
+    generation: list[float] = []
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in scorers}
+    pool = None
+    for round_ in range(repeats):
+        warn(f"bench round {round_ + 1}/{repeats}: generation (N={n}, {tokens} tokens)")
+        pool = generate(engine, config, texts, n, tokens)
+        generation.append(pool.seconds)
+        order = list(scorers[round_ % len(scorers) :]) + list(scorers[: round_ % len(scorers)])
+        for name in order:
+            warn(f"bench round {round_ + 1}/{repeats}: {name}")
+            rows[name].append(score_once(engine, config, name, pool))
+    assert pool is not None
+    result: dict[str, Any] = {
+        "n": n,
+        "max_tokens": tokens,
+        "instructions": len(texts),
+        "candidates": sum(len(r) for r in pool.candidates),
+        "generated_tokens": pool.tokens,
+        "generation_s": _median(generation),
+        "generation_s_range": _range(generation),
+        "generation_tok_per_s": round(pool.tokens / statistics.median(generation), 1),
+        "scorers": {},
+    }
+    for name, runs in rows.items():
+        ratios = [(g + r["seconds"]) / g for g, r in zip(generation, runs, strict=True)]
+        seconds = [r["seconds"] for r in runs]
+        result["scorers"][name] = {
+            "over_generation": _median(ratios),
+            "range": _range(ratios),
+            "seconds": _median(seconds),
+            "seconds_range": _range(seconds),
+            "per_candidate_s": round(statistics.median(seconds) / result["candidates"], 4),
+            **{
+                k: runs[-1][k]
+                for k in ("prompt_tokens", "output_tokens", "tokens_from_generation", "unscored")
+            },
+        }
+    return result
+
+
+def loop_ratio(engine: Engine, config: Config, texts: list[str], repeats: int) -> dict[str, Any]:
+    """Batched scoring (the ``bench_loop`` scorer, FLIP) against one request per candidate,
+    on the same candidates, alternating which goes first each round."""
+    n, tokens = HEADLINE
+    pool = generate(engine, config, texts, n, tokens)
+    batched: list[float] = []
+    looped: list[float] = []
+    for round_ in range(repeats):
+        warn(f"bench loop round {round_ + 1}/{repeats}")
+        steps: list[Callable[[], None]] = [
+            lambda: batched.append(score_once(engine, config, LOOP_SCORER, pool)["seconds"]),
+            lambda: looped.append(loop_once(engine, config, LOOP_SCORER, pool)),
+        ]
+        for step in steps if round_ % 2 == 0 else reversed(steps):
+            step()
+    speedups = [lo / b for lo, b in zip(looped, batched, strict=True)]
+    return {
+        "instructions": len(texts),
+        "candidates": sum(len(r) for r in pool.candidates),
+        "batched_s": _median(batched),
+        "loop_s": _median(looped),
+        "speedup": _median(speedups),
+        "range": _range(speedups),
+    }
+
+
+def growth(
+    engine: Engine, config: Config, texts: list[str], scorers: Sequence[str]
+) -> dict[str, Any]:
+    """Scoring cost across N and length, from ONE pool at the largest N and length (with
+    fixed seeds the first N candidates and the first L tokens are what smaller settings
+    sample), so each point costs only its scoring."""
+    pool = generate(engine, config, texts, max(GROWTH_N), max(GROWTH_TOKENS))
+    points = []
+    for n in GROWTH_N:
+        for tokens in GROWTH_TOKENS:
+            cut = [[c.at_length(tokens, engine.decode) for c in row[:n]] for row in pool.candidates]
+            sub = Pool(texts, cut, 0.0)
+            for name in scorers:
+                warn(f"bench growth: N={n}, {tokens} tokens, {name}")
+                run = score_once(engine, config, name, sub)
+                candidates = sum(len(r) for r in cut)
+                points.append(
+                    {
+                        "scorer": name,
+                        "n": n,
+                        "max_tokens": tokens,
+                        "candidates": candidates,
+                        "candidate_tokens": sub.tokens,
+                        "seconds": round(run["seconds"], 3),
+                        "per_candidate_s": round(run["seconds"] / candidates, 4),
+                        "per_1k_tokens_s": round(1000 * run["seconds"] / max(sub.tokens, 1), 3),
+                    }
+                )
+    return {"instructions": len(texts), "points": points, "fit": _fit(points, scorers)}
+
+
+def _fit(points: Sequence[dict[str, Any]], scorers: Sequence[str]) -> dict[str, Any]:
+    """Per scorer, least squares of seconds = a + b * (candidate tokens / 1000): the line a
+    user reads to predict a job."""
+    fits = {}
+    for name in scorers:
+        xs = [p["candidate_tokens"] / 1000 for p in points if p["scorer"] == name]
+        ys = [p["seconds"] for p in points if p["scorer"] == name]
+        if len(xs) < 2 or len(set(xs)) < 2:
+            continue
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
+        fits[name] = {
+            "fixed_s": round(mean_y - slope * mean_x, 2),
+            "per_1k_tokens_s": round(slope, 3),
+        }
+    return fits
+
+
+def remote_row(
+    engine: Engine, remote: Engine, config: Config, texts: list[str], repeats: int
+) -> dict[str, Any]:
+    """The headline point through a server and in process, alternating, generation and
+    the ``bench_remote`` scorer (pmi_matched): the ratio is the client's (and server's)
+    overhead."""
+    n, tokens = HEADLINE
+    runs: dict[str, list[dict[str, float]]] = {"local": [], "remote": []}
+    for round_ in range(repeats):
+        pair = [("local", engine), ("remote", remote)]
+        for label, which in pair if round_ % 2 == 0 else reversed(pair):
+            warn(f"bench remote round {round_ + 1}/{repeats}: {label}")
+            calls = which.stats.calls
+            pool = generate(which, config, texts, n, tokens)
+            scored = score_once(which, config, REMOTE_SCORER, pool)
+            runs[label].append(
+                {
+                    "seconds": pool.seconds + scored["seconds"],
+                    "generation_s": pool.seconds,
+                    "tokens": pool.tokens,
+                    "calls": which.stats.calls - calls,
+                }
+            )
+    ratios = [
+        r["seconds"] / lo["seconds"] for r, lo in zip(runs["remote"], runs["local"], strict=True)
+    ]
+    remote_runs = runs["remote"]
+    servers = getattr(remote, "servers", [])
+    return {
+        "remote_over_local": _median(ratios),
+        "range": _range(ratios),
+        "local_s": _median([r["seconds"] for r in runs["local"]]),
+        "remote_s": _median([r["seconds"] for r in remote_runs]),
+        "remote_generated_tok_per_s": round(
+            statistics.median(r["tokens"] / r["generation_s"] for r in remote_runs), 1
+        ),
+        "remote_requests_per_s": round(
+            sum(s.requests for s in servers) / sum(r["seconds"] for r in remote_runs), 2
+        ),
+        "servers": [s.describe() for s in servers],
+        "note": "the server's prefix cache is not reset between rounds (no API for it); "
+        "its effect is small here, since scoring requests skip it",
+    }
+
+
+def verdict(result: dict[str, Any]) -> dict[str, Any]:
+    """Targets and measured medians side by side, with whether each is met."""
+    measured = {
+        **{
+            f"{name}_over_generation": row.get("over_generation")
+            for name, row in result["scorers"].items()
+        },
+        "batched_speedup_over_loop": result.get("batched_speedup_over_loop"),
+        "engine_start_s": result.get("engine_start_s"),
+    }
+    table = {}
+    for key, (direction, target) in TARGETS.items():
+        value = measured.get(key)
+        met = None if value is None else (value <= target if direction == "<=" else value >= target)
+        table[key] = {"target": f"{direction} {target}", "median": value, "met": met}
+    return table
+
+
+def run_bench(
+    engine: Engine,
+    config: Config,
+    texts: list[str],
+    *,
+    repeats: int = 3,
+    quick: bool = False,
+    loop_instructions: int = 4,
+    growth_instructions: int = 2,
+    start_runs: list[dict[str, float]] | None = None,
+    remote: Engine | None = None,
+    scorers: Sequence[str] = SCORERS,
+) -> dict[str, Any]:
+    first = first_token_s(engine)  # also the engine's warm-up, outside every timed row
+    point = headline(engine, config, texts, repeats, scorers)
+    loop = loop_ratio(engine, config, texts[:loop_instructions], repeats)
+    start = start_runs or [{"start_to_first_token_s": engine.stats.start_s + first}]
+    result: dict[str, Any] = {
+        f"{LOOP_SCORER}_over_generation": point["scorers"]
+        .get(LOOP_SCORER, {})
+        .get("over_generation"),
+        "batched_speedup_over_loop": loop["speedup"],
+        "engine_start_s": _median([r["start_to_first_token_s"] for r in start]),
+        "engine_start_s_range": _range([r["start_to_first_token_s"] for r in start]),
+        "scorers": point.pop("scorers"),
+        "headline_point": point,
+        "loop": loop,
+        "engine_start_runs": start,
+        "repeats": repeats,
+    }
+    if not quick:
+        result["growth"] = growth(engine, config, texts[:growth_instructions], scorers)
+    if remote is not None:
+        result["remote"] = remote_row(engine, remote, config, texts, repeats)
+    result["targets"] = verdict(result)
+    result.update(
+        {
+            "model": engine.model_id,
+            "engine": dict(getattr(engine, "info", {})),
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+                "cpus": os.cpu_count() or 0,
+                "cpu_flags_bf16": _bf16(),
+            },
+            "versions": package_versions(),
+            "config": {k: v for k, v in config.to_dict().items() if k not in ("source", "curve")},
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        }
+    )
+    return result
+
+
+def _bf16() -> bool:
+    from bestofn.engines.local import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results table of a bench run: medians [range] over the repeats."""
+    point = result["headline_point"]
+    lines = [
+        f"N={point['n']}, {point['max_tokens']} tokens, {point['instructions']} instructions, "
+        f"{result['repeats']} interleaved repeats; generation {point['generation_s']:.1f} s "
+        f"({point['generation_tok_per_s']:.0f} tok/s)",
+        "",
+        "| scorer | (generation + scoring) / generation | scoring s | s per candidate |",
+        "|---|---|---|---|",
+    ]
+    for name, row in result["scorers"].items():
+        low, high = row["range"]
+        lines.append(
+            f"| {name} | {row['over_generation']:.3f} [{low:.3f}, {high:.3f}] | "
+            f"{row['seconds']:.1f} | {row['per_candidate_s']:.3f} |"
+        )
+    loop = result["loop"]
+    lines += [
+        "",
+        f"batched FLIP vs one request per candidate ({loop['candidates']} candidates): "
+        f"{loop['speedup']:.1f}x [{loop['range'][0]:.1f}, {loop['range'][1]:.1f}]",
+        f"start-up to first token: {result['engine_start_s']:.1f} s "
+        f"[{result['engine_start_s_range'][0]:.1f}, {result['engine_start_s_range'][1]:.1f}]",
+    ]
+    if "remote" in result:
+        remote = result["remote"]
+        lines.append(
+            f"through vllm serve: {remote['remote_over_local']:.2f}x the in-process time "
+            f"[{remote['range'][0]:.2f}, {remote['range'][1]:.2f}], "
+            f"{remote['remote_generated_tok_per_s']:.0f} generated tok/s, "
+            f"{remote['remote_requests_per_s']:.1f} requests/s"
+        )
+    if "growth" in result:
+        lines += ["", "| scorer | fixed s | s per 1,000 candidate tokens |", "|---|---|---|"]
+        for name, fit in result["growth"]["fit"].items():
+            lines.append(f"| {name} | {fit['fixed_s']:.2f} | {fit['per_1k_tokens_s']:.3f} |")
+    lines += ["", "| target | median | met |", "|---|---|---|"]
+    for key, row in result["targets"].items():
+        lines.append(f"| {key} {row['target']} | {row['median']} | {row['met']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def bench(
+    config: Config,
+    texts: list[str],
+    *,
+    engine: Engine | None = None,
+    repeats: int = 3,
+    quick: bool = False,
+    remote_url: str | None = None,
+    scorers: Sequence[str] = SCORERS,
+) -> dict[str, Any]:
+    """The whole bench on ``texts``: start-up runs in fresh processes (in-process engines
+    only, when no ``engine`` is given), the config's engine (or ``engine``), and a server at
+    ``remote_url`` beside it if given; returns the result ``run_bench`` describes."""
+    start_runs = None
+    if engine is None and config.engine.backend == "local":
+        warn(f"bench: {repeats} engine start-ups in fresh processes")
+        start_runs = engine_start_runs(config, repeats) or None
+    with contextlib.ExitStack() as stack:
+        active = stack.enter_context(
+            open_engine(config, engine=engine, schemas=warm_up_schemas(config))
+        )
+        remote = None
+        if remote_url:
+            remote_engine = replace(config.engine, backend="remote", urls=(remote_url,))
+            remote = stack.enter_context(open_engine(replace(config, engine=remote_engine)))
+        return run_bench(
+            active,
+            config,
+            texts,
+            repeats=repeats,
+            quick=quick,
+            start_runs=start_runs,
+            remote=remote,
+            scorers=scorers,
+        )
