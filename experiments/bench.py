@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/bench.py --limit 8 --remote-url http://127.0.0.1:8000/v1
     .venv/bin/python experiments/bench.py --quick
+    .venv/bin/python experiments/bench.py --quick --limit 4 --model qwen2.5-coder-1.5b-instruct
 
 The full bench (headline point with every scorer, batched vs loop, start-up, cost growth,
 and the remote row when a server URL is given) took about 100 minutes with --limit 8 on the
@@ -28,19 +29,31 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--config", default=None)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a packaged model name or folder (e.g. qwen2.5-coder-1.5b-instruct); its results "
+        "go to results/bench_<model>[_quick].json beside the default model's",
+    )
+    parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--remote-url", default=None)
     parser.add_argument("--from-json", action="store_true", help="only write bench.md")
     args = parser.parse_args()
 
     from bestofn.jobs.bench import markdown
 
-    out = HERE / "results" / ("bench_quick.json" if args.quick else "bench.json")
+    stem = "bench" + (f"_{Path(args.model).name}" if args.model else "")
+    out = HERE / "results" / (f"{stem}_quick.json" if args.quick else f"{stem}.json")
     if not args.from_json:
         argv = ["bench", "--output", str(out)] + (["--quick"] if args.quick else [])
         if args.config:
             argv += ["--config", args.config]
         if args.limit:
             argv += ["--limit", str(args.limit)]
+        if args.model:
+            argv += ["--model", args.model]
+        if args.repeats:
+            argv += ["--repeats", str(args.repeats)]
         if args.remote_url:
             argv += ["--remote-url", args.remote_url]
         code = subprocess.run([sys.executable, "-m", "bestofn", *argv], check=False).returncode
