@@ -32,13 +32,22 @@ class InputError(BestOfNError):
         path: str | None = None,
         line: int | None = None,
         field: str | None = None,
+        unit: str = "line",
     ) -> None:
         self.path = path
         self.line = line
         self.field = field
+        self.unit = unit
+        """``line`` (a JSONL or text line, shown as ``path:N``) or ``row`` (a Parquet row,
+        1-based, shown as ``path: row N``)."""
         where = ""
         if path is not None:
-            where = path if line is None else f"{path}:{line}"
+            if line is None:
+                where = path
+            elif unit == "line":
+                where = f"{path}:{line}"
+            else:
+                where = f"{path}: {unit} {line}"
         if field is not None:
             where = f"{where}: field {field!r}" if where else f"field {field!r}"
         self.reason = message

@@ -1,14 +1,23 @@
-"""Reading inputs: one line reader for instruction files and rerank files, naming the file,
+"""Reading inputs: one reader for instruction files and rerank files, naming the file,
 line and field of every bad line and keeping the good ones.
 
 Both formats accept the same aliases (``prompt`` for ``instruction``, ``key`` for ``id``).
+A ``.parquet`` file (pyarrow, the ``parquet`` extra) is read row by row into the same dicts
+a JSONL line gives and validated by the same code; its errors say ``row N`` (1-based)
+where a JSONL file's say line N. Parquet has no "absent key": a struct holds every key of
+its schema and a column every row, so null-valued keys are dropped at every level (a
+null means absent, as a key a JSONL line leaves out); nulls inside lists are kept.
+
+``shard_of`` splits items between independent jobs (``--shard I/K``) by a stable hash of
+their ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -42,7 +51,10 @@ class ReadReport(Generic[ReportT]):
     items: list[ReportT] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
     format: str = "jsonl"
-    """``jsonl`` or ``text`` (instruction files), or the rerank format forced with --format."""
+    """``jsonl``, ``text`` or ``parquet`` (instruction files), or the rerank format forced
+    with --format."""
+    unit: str = "line"
+    """What ``items[i].line`` counts: ``line`` (JSONL, text) or ``row`` (Parquet)."""
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
@@ -67,9 +79,62 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
                 )
 
 
+def is_parquet(path: str | os.PathLike[str]) -> bool:
+    """Whether a path names a Parquet file (by its ``.parquet`` suffix)."""
+    return Path(path).suffix.lower() == ".parquet"
+
+
+PARQUET_EXTRA = "pip install 'bestofn[parquet]'"
+
+
+def import_pyarrow() -> Any:
+    """``pyarrow.parquet``, or an InputError naming the extra that installs it (imported
+    here, not at module level, so JSONL users never load it)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(
+            f"Parquet files need pyarrow, the parquet extra: {PARQUET_EXTRA}"
+        ) from None
+    return pq
+
+
+def drop_nulls(value: Any) -> Any:
+    """A Parquet value as the JSONL form would hold it: null-valued keys of every object
+    (struct) dropped, recursively; lists keep their null elements."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
+def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 1, the row as a dict without null-valued keys) for every row."""
+    pq = import_pyarrow()
+    if not path.exists():
+        raise InputError("file does not exist; check the path", path=str(path))
+    number = 0
+    try:
+        handle = pq.ParquetFile(path)
+        for batch in handle.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, drop_nulls(row)
+    except (OSError, ValueError, TypeError) as exc:  # pyarrow's errors derive from these
+        where = f" after row {number}" if number else ""
+        raise InputError(
+            f"cannot be read as Parquet{where} ({type(exc).__name__}: {str(exc)[:120]})",
+            path=str(path),
+        ) from None
+
+
 def detect_format(path: Path) -> str:
-    """``jsonl`` or ``text``: by suffix, else by whether the first non-blank line is an object."""
+    """``jsonl``, ``text`` or ``parquet``: by suffix, else by whether the first non-blank
+    line is an object."""
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     if suffix in (".txt", ".text"):
@@ -162,19 +227,27 @@ def read_instructions(
     """Read a JSONL (``{"id"?, "instruction"}``) or plain-text (one per line) file.
 
     Bad lines become errors in the report, named by file and line; good lines are kept.
-    Blank lines are skipped. Ids default to ``line-N``; a repeated id is an error.
+    Blank lines are skipped. Ids default to ``line-N``; a repeated id is an error. A
+    Parquet file (``.parquet``) holds the JSONL fields as columns, one row per item; its
+    ids default to ``row-N``.
     """
     source = Path(path)
     fmt = fmt or detect_format(source)
 
-    def parse(number: int, text: str) -> InstructionItem:
-        if fmt == "text":
-            return InstructionItem(id=f"line-{number}", instruction=text.strip(), line=number)
-        record = parse_json_line(str(source), number, text)
+    def parse_record(number: int, record: dict[str, Any]) -> InstructionItem:
         ident = item_id(str(source), number, record)
         instruction = _instruction(str(source), number, record)
         extra = {k: v for k, v in record.items() if k not in (*ID_KEYS, *INSTRUCTION_KEYS)}
         return InstructionItem(ident, instruction, number, extra)
+
+    if fmt == "parquet":
+        items, errors = read_rows(source, parse_record, what="instructions")
+        return ReadReport(str(source), items, errors, format=fmt, unit="row")
+
+    def parse(number: int, text: str) -> InstructionItem:
+        if fmt == "text":
+            return InstructionItem(id=f"line-{number}", instruction=text.strip(), line=number)
+        return parse_record(number, parse_json_line(str(source), number, text))
 
     items, errors = read_lines(source, parse, what="instructions")
     return ReadReport(path=str(source), items=items, errors=errors, format=fmt)
@@ -193,31 +266,92 @@ def read_lines(
 ) -> tuple[list[ItemT], list[InputError]]:
     """Parse every non-blank line; a bad line (undecodable, rejected by ``parse``, or a
     repeated id) becomes an InputError naming it, and the other lines are still read."""
+
+    def parsed() -> Iterator[tuple[int, ItemT | InputError]]:
+        for number, text, problem in iter_lines(path):
+            try:
+                if problem is not None:
+                    raise InputError(problem, path=str(path), line=number)
+                assert text is not None
+                if not text.strip():
+                    continue
+                yield number, parse(number, text)
+            except InputError as exc:
+                yield number, exc
+
+    return _gather(path, parsed(), what=what, unit="line")
+
+
+def read_rows(
+    path: Path, parse: Callable[[int, dict[str, Any]], ItemT], *, what: str
+) -> tuple[list[ItemT], list[InputError]]:
+    """``read_lines`` for a Parquet file: every row, as a dict without null-valued keys, goes
+    through ``parse`` (the JSONL readers' own validation); a row without ``id`` or ``key``
+    gets the id ``row-N``; errors name the row (1-based) instead of a line."""
+
+    def parsed() -> Iterator[tuple[int, ItemT | InputError]]:
+        for number, record in iter_parquet_rows(path):
+            if not any(key in record for key in ID_KEYS):
+                record = {"id": f"row-{number}", **record}
+            try:
+                yield number, parse(number, record)
+            except InputError as exc:
+                reason = exc.reason.replace("each line", "each row")
+                yield (
+                    number,
+                    InputError(reason, path=exc.path, line=exc.line, field=exc.field, unit="row"),
+                )
+
+    return _gather(path, parsed(), what=what, unit="row")
+
+
+def _gather(
+    path: Path, parsed: Iterable[tuple[int, ItemT | InputError]], *, what: str, unit: str
+) -> tuple[list[ItemT], list[InputError]]:
+    """Keep the good items, make a repeated id an error, and collect the errors."""
     items: list[ItemT] = []
     errors: list[InputError] = []
     seen: dict[str, int] = {}
-    for number, text, problem in iter_lines(path):
-        try:
-            if problem is not None:
-                raise InputError(problem, path=str(path), line=number)
-            assert text is not None
-            if not text.strip():
-                continue
-            item = parse(number, text)
-            if item.id in seen:
-                raise InputError(
-                    f"duplicate id {item.id!r} (first on line {seen[item.id]}); ids must be unique",
+    for number, item in parsed:
+        if isinstance(item, InputError):
+            errors.append(item)
+        elif item.id in seen:
+            errors.append(
+                InputError(
+                    f"duplicate id {item.id!r} (first on {unit} {seen[item.id]}); ids must be unique",
                     path=str(path),
                     line=number,
                     field="id",
+                    unit=unit,
                 )
+            )
+        else:
             seen[item.id] = number
             items.append(item)
-        except InputError as exc:
-            errors.append(exc)
     if not items and not errors:
         errors.append(InputError(f"holds no {what}", path=str(path)))
     return items, errors
+
+
+def shard_of(item_id: str, count: int) -> int:
+    """The shard (0 to count - 1) an id belongs to: the first 8 bytes of sha256(id), big
+    endian, modulo ``count``; the same on every machine and Python (unlike ``hash``)."""
+    digest = hashlib.sha256(item_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def parse_shard(text: str, flag: str = "--shard") -> tuple[int, int]:
+    """``"I/K"`` as (I, K) with 0 <= I < K, or an InputError naming the flag and value."""
+    index, sep, count = text.partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        i, k = -1, 0
+    if not sep or k < 1 or not 0 <= i < k:
+        raise InputError(
+            f"{flag} must be I/K with K >= 1 and 0 <= I < K (shard I of K), got {text!r}"
+        )
+    return i, k
 
 
 # --- rerank inputs: candidates made elsewhere ----------------------------------------
@@ -379,10 +513,18 @@ def parse_item(record: dict[str, Any], path: str, line: int, fmt: str | None) ->
 def read_rerank_input(
     path: str | os.PathLike[str], *, fmt: str | None = None
 ) -> ReadReport[RerankItem]:
-    """Read a rerank file; bad lines become errors naming file, line and field."""
+    """Read a rerank file (JSONL, or Parquet by its ``.parquet`` suffix); bad lines (rows)
+    become errors naming file, line (row) and field."""
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     source = str(path)
+    if is_parquet(path):
+        items, errors = read_rows(
+            Path(path),
+            lambda number, record: parse_item(record, source, number, fmt),
+            what="items",
+        )
+        return ReadReport(source, items, errors, format=fmt or "detected", unit="row")
     items, errors = read_lines(
         Path(path),
         lambda number, text: parse_item(parse_json_line(source, number, text), source, number, fmt),

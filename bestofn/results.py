@@ -1,6 +1,13 @@
 """Writing results: the append-only JSONL results file (schema-versioned header, fsync per
 batch, torn-line repair, resume), the resume-and-interrupt skeleton of the commands that
 write one (``resumable``), the records it holds, and output-path checks.
+
+A Parquet output (``--output x.parquet``) is journalled: the records go durably to the
+JSONL results file ``x.parquet.journal.jsonl`` (everything above, resume included), and
+``x.parquet`` is made from it (written beside, then renamed over: atomic) whenever the
+command stops: at the end, on Ctrl-C, on a failure. pyarrow cannot append to a closed
+Parquet file, and a journal makes a SIGKILL cost nothing more than it costs a JSONL output:
+``--resume`` continues from the journal and rewrites ``x.parquet``. See ``export_parquet``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bestofn.console import warn
 from bestofn.errors import OutputError
+from bestofn.inputs import import_pyarrow, is_parquet
 from bestofn.values import Candidate, Score, Selection
 
 if TYPE_CHECKING:
@@ -201,14 +209,23 @@ def resumable(
     (repairing a torn last line), say how many ``what`` an earlier run finished, and yield
     the rest; a KeyboardInterrupt inside closes the file, says ``interrupted(job)`` and sets
     ``job.interrupted`` (the caller exits 130); any other failure deletes a file that holds
-    nothing but its header (so it cannot block the corrected rerun) and propagates."""
-    results = ResultsFile(path, header, resume=resume, overwrite=overwrite, match_keys=match_keys)
+    nothing but its header (so it cannot block the corrected rerun) and propagates.
+
+    For a ``.parquet`` path the results file is its journal (``journal_path``), and the
+    Parquet file is made from it whenever the block ends, however it ends."""
+    journal = journal_path(path)
+    if journal != Path(path):
+        _check_parquet_output(Path(path), journal, resume=resume, overwrite=overwrite)
+    results = ResultsFile(
+        journal, header, resume=resume, overwrite=overwrite, match_keys=match_keys
+    )
     if results.repaired_bytes:
-        warn(f"dropped a torn last line ({results.repaired_bytes} bytes) from {path}")
+        warn(f"dropped a torn last line ({results.repaired_bytes} bytes) from {journal}")
     todo = [item for item in items if key(item) not in results.done]
     if results.done:
-        warn(f"resuming: {len(items) - len(todo)} of {len(items)} {what} already in {path}")
+        warn(f"resuming: {len(items) - len(todo)} of {len(items)} {what} already in {journal}")
     job = Resumable(results, todo)
+    failed = False
     try:
         yield job
     except KeyboardInterrupt:
@@ -216,10 +233,137 @@ def resumable(
         warn(interrupted(job))
         job.interrupted = True
     except BaseException:
+        failed = True
         results.discard_if_unused()
         raise
     finally:
         results.close()
+        if journal != Path(path) and journal.exists():
+            if not failed:
+                export_parquet(journal, Path(path))
+            else:  # the failure is what the user must see; the journal keeps everything
+                try:
+                    export_parquet(journal, Path(path))
+                except Exception as exc:
+                    warn(f"could not write {path} from {journal}: {exc}")
+
+
+JOURNAL_SUFFIX = ".journal.jsonl"
+
+
+def journal_path(output: str | os.PathLike[str]) -> Path:
+    """Where an output's records are written durably: the output itself (JSONL), or for
+    ``x.parquet`` the JSONL journal ``x.parquet.journal.jsonl`` beside it."""
+    target = Path(output)
+    return target.with_name(target.name + JOURNAL_SUFFIX) if is_parquet(target) else target
+
+
+def _check_parquet_output(target: Path, journal: Path, *, resume: bool, overwrite: bool) -> None:
+    """Before any work: pyarrow importable, and a Parquet output whose journal is gone not
+    silently replaced (or resumed from nothing)."""
+    try:
+        import_pyarrow()
+    except Exception as exc:
+        raise OutputError(f"--output {target}: {exc}") from None
+    if target.is_dir():
+        raise OutputError(f"{target} is a directory; --output must name a file")
+    if target.exists() and not journal.exists() and not overwrite:
+        raise OutputError(
+            f"{target} exists without its journal {journal.name}, which --resume continues "
+            "from; pass --overwrite to replace it, or --output to write elsewhere"
+        )
+
+
+JSON_COLUMNS_KEY = b"bestofn.json_columns"
+OPTIONAL_COLUMNS_KEY = b"bestofn.optional_columns"
+HEADER_KEY = b"bestofn.header"
+ENGINE_KEY = b"bestofn.engine"
+
+
+def export_parquet(journal: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
+    """Write the ``result`` records of a journal as the Parquet file ``target``, one row per
+    record, atomically (a temporary file renamed over it); returns the rows written.
+
+    Columns are the records' keys in order of first appearance. Scalar fields (``id``,
+    ``instruction``, ``selected_index``...) are native columns; a field holding an object or
+    a list in any record (``candidates``, ``scores``, ``picks``, ``agreement``, ``error``)
+    is a column of JSON text, because per-candidate score evidence differs by scorer and a
+    struct column would add every other scorer's keys as nulls. The file's key-value
+    metadata holds ``bestofn.json_columns`` (those columns), ``bestofn.optional_columns``
+    (columns some records lack: null there means absent), ``bestofn.header`` and
+    ``bestofn.engine`` (the journal's header and engine records, as JSON). Other records
+    (rerank's ``batch`` timings) stay in the journal. ``read_parquet_results`` reads it back
+    into the JSONL records."""
+    pq = import_pyarrow()
+    import pyarrow as pa
+
+    header, records = read_results(journal)
+    rows = [r for r in records if r.get("type") == "result"]
+    engines = [r for r in records if r.get("type") == "engine"]
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    columns: dict[str, Any] = {}
+    json_columns: list[str] = []
+    optional = [name for name in names if any(name not in row for row in rows)]
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if any(isinstance(v, (dict, list)) for v in values):
+            json_columns.append(name)
+            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            columns[name] = pa.array(values, type=pa.string())
+            continue
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed scalar types: keep them as JSON
+            json_columns.append(name)
+            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            columns[name] = pa.array(values, type=pa.string())
+    metadata = {
+        JSON_COLUMNS_KEY: json.dumps(json_columns).encode("utf-8"),
+        OPTIONAL_COLUMNS_KEY: json.dumps(optional).encode("utf-8"),
+        HEADER_KEY: json.dumps(header, ensure_ascii=False).encode("utf-8"),
+        ENGINE_KEY: json.dumps(engines, ensure_ascii=False).encode("utf-8"),
+    }
+    table = pa.table(columns).replace_schema_metadata(metadata)
+    destination = Path(target)
+    partial = destination.with_name(destination.name + ".partial")
+    try:
+        pq.write_table(table, partial, row_group_size=1024)
+        with partial.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, destination)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OutputError(
+            f"cannot write {destination}: {exc.strerror or exc}; every record is kept in "
+            f"{journal}: free space (or fix the path) and rerun with --resume"
+        ) from None
+    return len(rows)
+
+
+def read_parquet_results(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and ``result`` records of a Parquet results file, as the JSONL journal
+    holds them (JSON columns decoded, absent fields left out)."""
+    pq = import_pyarrow()
+    table = pq.read_table(path)
+    metadata = table.schema.metadata or {}
+    json_columns = set(json.loads(metadata.get(JSON_COLUMNS_KEY, b"[]")))
+    optional = set(json.loads(metadata.get(OPTIONAL_COLUMNS_KEY, b"[]")))
+    header = json.loads(metadata.get(HEADER_KEY, b"{}"))
+    records = []
+    for row in table.to_pylist():
+        record = {}
+        for name, value in row.items():
+            if value is None and name in optional:
+                continue
+            record[name] = (
+                json.loads(value) if name in json_columns and value is not None else value
+            )
+        records.append(record)
+    return header, records
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> str:

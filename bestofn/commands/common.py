@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from bestofn.config import Config, load_config
 from bestofn.console import warn
 from bestofn.errors import ConfigError, InputError, OutputError
+from bestofn.inputs import parse_shard, shard_of
 from bestofn.scorers import SCORER_NAMES, check_config
 from bestofn.selection import check_rule
 
@@ -132,6 +134,23 @@ def read_input(
     if not items:
         raise InputError(f"no valid {what}", path=path)
     return Input(list(items), len(report.errors))
+
+
+def add_shard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        metavar="I/K",
+        help="work on shard I of K only (0 <= I < K): the items whose id hashes to I "
+        "(sha256, stable across machines); the K outputs together equal the unsharded one",
+    )
+
+
+def shard_items(items: list[ItemT], shard: str | None, key: Callable[[ItemT], str]) -> list[ItemT]:
+    """The items of shard ``"I/K"`` (all of them without one), in input order."""
+    if shard is None:
+        return items
+    index, count = parse_shard(shard)
+    return [item for item in items if shard_of(key(item), count) == index]
 
 
 def finished(skipped_lines: int, failed_items: int = 0) -> int:

@@ -12,17 +12,19 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    add_shard,
     command_config,
     finished,
     read_input,
     scorer_choices,
+    shard_items,
     write_json,
 )
 from bestofn.engines import Engine
 from bestofn.errors import ConfigError
-from bestofn.inputs import FORMATS, read_rerank_input
+from bestofn.inputs import FORMATS, parse_shard, read_rerank_input
 from bestofn.jobs.rerank import BATCH_ITEMS, rerank_items, rerank_summary
-from bestofn.results import check_writable, resumable
+from bestofn.results import check_writable, journal_path, resumable
 from bestofn.scorers import (
     check_scorers,
     default_scorers,
@@ -42,7 +44,8 @@ def add_parser(sub: Any) -> None:
         description="Score existing candidates with each scorer and report each scorer's pick. "
         'Input lines: {"id"?, "instruction", "candidates": [str | {"text": ...}], "preferred"?: '
         'index}, {"id"?, "instruction", "response_a", "response_b", "preferred"?: "a"|"b"}, or '
-        '{"messages": [...], "candidates": [...]} (the last user turn is the instruction).',
+        '{"messages": [...], "candidates": [...]} (the last user turn is the instruction). '
+        "A .parquet INPUT holds the same fields as columns.",
     )
     rerank.add_argument("input", metavar="INPUT")
     add_config(rerank)
@@ -55,7 +58,7 @@ def add_parser(sub: Any) -> None:
         "--output",
         default="rerank.jsonl",
         metavar="FILE",
-        help="per-item JSONL (default: rerank.jsonl)",
+        help="per-item JSONL, or Parquet if FILE ends in .parquet (default: rerank.jsonl)",
     )
     rerank.add_argument("--summary", metavar="FILE", help="write the agreement summary as JSON")
     rerank.add_argument(
@@ -63,6 +66,7 @@ def add_parser(sub: Any) -> None:
     )
     rerank.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     add_input_policy(rerank, "items")
+    add_shard(rerank)
     rerank.add_argument(
         "--format",
         choices=FORMATS,
@@ -92,6 +96,8 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
         raise ConfigError(f"--batch-items must be >= 1, got {args.batch_items}")
     if args.summary:
         check_writable(args.summary, "--summary")
+    if args.shard is not None:
+        parse_shard(args.shard)  # a bad value fails before the input is read
     source = read_input(
         args.input,
         read_rerank_input(args.input, fmt=args.format),
@@ -106,14 +112,16 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
         "config": {k: v for k, v in config.to_dict().items() if k != "source"},
         "input": str(args.input),
     }
+    if args.shard is not None:
+        header["shard"] = args.shard
     with resumable(
         args.output,
         header,
-        source.items,
+        shard_items(source.items, args.shard, lambda item: item.id),
         lambda item: item.id,
         resume=args.resume,
         overwrite=args.overwrite,
-        match_keys=("kind", "scorers", "context", "config"),
+        match_keys=("kind", "scorers", "context", "config", "shard"),
         what="items",
         interrupted=lambda job: (
             f"interrupted; finished items are in {args.output}; rerun with --resume"
@@ -132,7 +140,7 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
         )
     if job.interrupted:
         return EXIT_INTERRUPTED
-    summary = rerank_summary(args.output, names)
+    summary = rerank_summary(journal_path(args.output), names)
     summary["input"] = str(args.input)
     summary["skipped_lines"] = source.skipped_lines
     if args.summary:

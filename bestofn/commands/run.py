@@ -11,15 +11,17 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    add_shard,
     command_config,
     finished,
     print_summary,
     read_input,
     scorer_choices,
+    shard_items,
 )
 from bestofn.config import Config
 from bestofn.console import warn
-from bestofn.inputs import read_instructions
+from bestofn.inputs import parse_shard, read_instructions
 from bestofn.jobs.run import run_instructions
 from bestofn.results import resumable, run_header
 from bestofn.scorers import check_scorers
@@ -30,7 +32,8 @@ def add_parser(sub: Any) -> None:
         "run",
         help="sample N candidates per instruction, score them, keep the best",
         description="Sample N candidates per instruction, score them, select one. INPUT is "
-        'JSONL ({"id"?, "instruction"} per line) or plain text (one instruction per line).',
+        'JSONL ({"id"?, "instruction"} per line), Parquet (.parquet, the same fields as columns) '
+        "or plain text (one instruction per line).",
     )
     run.add_argument("input", metavar="INPUT")
     add_config(run)
@@ -48,13 +51,14 @@ def add_parser(sub: Any) -> None:
         "--output",
         default="results.jsonl",
         metavar="FILE",
-        help="results JSONL (default: results.jsonl)",
+        help="results JSONL, or Parquet if FILE ends in .parquet (default: results.jsonl)",
     )
     run.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in --output"
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     add_input_policy(run, "instructions")
+    add_shard(run)
     add_cache(run)
     run.set_defaults(handler=cmd_run)
 
@@ -68,6 +72,8 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
     }
     config = command_config(args, **overrides)
     check_scorers([config.scorer], config)  # a missing template fails before the model loads
+    if args.shard is not None:
+        parse_shard(args.shard)  # a bad value fails before the input is read
     source = read_input(
         args.input,
         read_instructions(args.input),
@@ -75,15 +81,16 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
         limit=args.limit,
         what="instructions to run",
     )
-    header = run_header("run", config, input=str(args.input))
+    shard = {"shard": args.shard} if args.shard is not None else {}
+    header = run_header("run", config, input=str(args.input), **shard)
     with resumable(
         args.output,
         header,
-        source.items,
+        shard_items(source.items, args.shard, lambda item: item.id),
         lambda item: item.id,
         resume=args.resume,
         overwrite=args.overwrite,
-        match_keys=("kind", "config"),
+        match_keys=("kind", "config", "shard"),
         what="instructions",
         interrupted=lambda job: (
             f"interrupted: {job.results.records_written} of {len(job.todo)} instructions are "

@@ -35,10 +35,15 @@ def cmd_validate(args: argparse.Namespace, engine: Any = None) -> int:
         print(f"error: {error}", file=sys.stderr)
     problems = item_problems(config, report.items) if config is not None else []
     for item, why in problems:
-        print(f"error: {report.path}:{item.line}: id {item.id!r}: {why}", file=sys.stderr)
+        where = (
+            f"{report.path}:{item.line}"
+            if report.unit == "line"
+            else f"{report.path}: row {item.line}"
+        )
+        print(f"error: {where}: id {item.id!r}: {why}", file=sys.stderr)
     extra = f", {len(problems)} items the config cannot use" if config is not None else ""
     print(
         f"{args.input}: {len(report.items)} valid instructions ({report.format}), "
-        f"{len(report.errors)} bad lines{extra}"
+        f"{len(report.errors)} bad {report.unit}s{extra}"
     )
     return EXIT_BAD_INPUT if report.errors or problems else EXIT_OK
