@@ -88,6 +88,10 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
     "random": ("random", {}, "random (seeded)"),
 }
 ENGINE_FREE = {"length", "random"}
+DERIVED = {"flip_embed": "flip", "flip_fewshot_embed": "flip_fewshot"}
+"""Variants that differ from another only in how reconstructions are compared: computed from
+that variant's stored reconstructions (the same greedy replies the scorer would make) when
+they are there, without an engine; rows say ``derived_from``."""
 
 
 def machine() -> dict[str, Any]:
@@ -184,6 +188,53 @@ def append(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(handle.fileno())
 
 
+def derive(
+    variant: str, config: Any, fp: str, items: list[Any], base_rows: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Score ``items`` with ``variant`` from the reconstructions stored for its base variant,
+    as FlipScorer does: an empty response scores 0, an unparsed reply is left out of the
+    mean, no parsed reply leaves the candidate unscored (None)."""
+    from bestofn.scorers.similarity import rouge_l_f1, word_f1
+
+    name = config.flip.similarity
+    if name == "embedding":
+        from bestofn.scorers.embedding import shared_embedding_similarity
+
+        similarity: Any = shared_embedding_similarity()
+        similarity.warm(
+            [i.instruction for i in items]
+            + [x for i in items for got in base_rows[i.id]["inferred"] if got for x in got if x]
+        )
+    else:
+        similarity = rouge_l_f1 if name == "rouge_l" else word_f1
+    lines = []
+    for item in items:
+        row = base_rows[item.id]
+        scores: list[float | None] = []
+        for candidate, got in zip(item.candidates, row["inferred"], strict=True):
+            if not candidate.text.strip():
+                scores.append(0.0)
+                continue
+            values = [similarity(x, item.instruction) for x in got or [] if x is not None]
+            if not values:
+                scores.append(None)
+            elif config.flip.aggregate == "max":
+                scores.append(max(values))
+            else:
+                scores.append(sum(values) / len(values))
+        lines.append(
+            {
+                "type": "item",
+                "id": item.id,
+                "fp": fp,
+                "scores": scores,
+                "inferred": row["inferred"],
+                "derived_from": DERIVED[variant],
+            }
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from bestofn.config import load_config
     from bestofn.engines import open_engine
@@ -214,6 +265,23 @@ def run(args: argparse.Namespace) -> int:
             path = store_path(model, args.half, variant, set_name)
             done = read_store(path, fp)
             todo = [i for i in data[set_name] if i.id not in done]
+            if todo and variant in DERIVED:
+                source = DERIVED[variant]
+                source_fp = fingerprint(source, variant_config(source, base), checksum)
+                stored = read_store(store_path(model, args.half, source, set_name), source_fp)
+                ready = [i for i in todo if i.id in stored]
+                if ready:
+                    started = time.perf_counter()
+                    lines = derive(variant, config, fp, ready, stored)
+                    lines.append(
+                        {"type": "chunk", "fp": fp, "items": len(ready), "derived": True,
+                         "seconds": round(time.perf_counter() - started, 2),
+                         "prompt_tokens": 0, "output_tokens": 0, "dtype": None, **machine()}
+                    )  # fmt: skip
+                    append(path, lines)
+                    todo = [i for i in todo if i.id not in stored]
+                    print(f"[size] {model} {variant} {set_name}: {len(ready)} derived from "
+                          f"{source}'s stored reconstructions", file=sys.stderr, flush=True)  # fmt: skip
             print(
                 f"[size] {model} {variant} {set_name}: {len(done)} stored, {len(todo)} to do",
                 file=sys.stderr,
