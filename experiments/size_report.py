@@ -59,7 +59,8 @@ def load_cell(model: str, half: str, variant: str, set_name: str) -> dict[str, A
         "output_tokens": sum(c["output_tokens"] for c in chunks),
         "machines": sorted(
             {
-                f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, {c.get('dtype')}"
+                f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, "
+                f"{'derived' if c.get('derived') else c.get('dtype') or 'no model'}"
                 for c in chunks
             }
         ),
