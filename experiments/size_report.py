@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from size_study import (
+    ENGINE_FREE,
     MODELS,
     REFERENCE_MODEL,
     SET_LABELS,
@@ -130,7 +131,7 @@ def report(half: str = "test") -> int:
                 if variant != BASELINE:
                     out["minus_random"] = paired(out["per_item"], random_items[set_name])
                 ref = cells.get(REFERENCE_MODEL, {}).get(variant, {}).get(set_name)
-                if ref is not None and model != REFERENCE_MODEL:
+                if ref is not None and model != REFERENCE_MODEL and variant not in ENGINE_FREE:
                     out["minus_135m"] = paired(out["per_item"], ref["per_item"])
                 shipped = variants.get("flip", {}).get(set_name)
                 if variant.startswith("flip_") and shipped is not None:
@@ -204,18 +205,25 @@ def markdown(cells: dict[str, Any], half: str) -> str:
 
 
 def selection_ranking(cells: dict[str, Any]) -> list[str]:
-    """Rank the FLIP variants per model by mean agreement over both sets (selection half)."""
-    lines = ["### FLIP variants ranked on the selection half (mean over the sets)", ""]
+    """Rank the FLIP variants per model on the selection half: mean agreement over the sets
+    on which every ranked variant is complete (stated per model)."""
+    lines = ["### FLIP variants ranked on the selection half", ""]
     for model, variants in cells.items():
-        ranked = []
-        for variant, sets in variants.items():
-            if VARIANTS[variant][0] != "flip" or set(sets) != set(SET_SLICES):
-                continue
-            complete = all(c["n"] == c["of"] for c in sets.values())
-            ranked.append((np.mean([c["agreement"] for c in sets.values()]), variant, complete))
-        ranked.sort(reverse=True)
-        shown = ", ".join(f"`{v}` {m:.3f}{'' if done else ' (partial)'}" for m, v, done in ranked)
-        lines.append(f"- {model}: {shown or 'no variant scored on both sets yet'}")
+        flips = {v: sets for v, sets in variants.items() if VARIANTS[v][0] == "flip"}
+        complete = {
+            v: {s for s, c in sets.items() if c["n"] == c["of"]} for v, sets in flips.items()
+        }
+        shared = set(SET_SLICES).intersection(*complete.values()) if complete else set()
+        if not shared:
+            lines.append(f"- {model}: no set on which every FLIP variant is complete yet")
+            continue
+        ranked = sorted(
+            ((np.mean([flips[v][s]["agreement"] for s in shared]), v) for v in flips),
+            reverse=True,
+        )
+        shown = ", ".join(f"`{v}` {m:.3f}" for m, v in ranked)
+        sets = " and ".join(SET_LABELS[s] for s in SET_SLICES if s in shared)
+        lines.append(f"- {model}, on {sets}: {shown}")
     return [*lines, ""]
 
 
