@@ -17,12 +17,13 @@ from helpers import (
     call_main,
     complete_records,
     curve_setup,
+    kill_when,
     of_type,
     pairs,
     read_jsonl,
+    slow_cli,
     write_jsonl,
 )
-from test_resume import kill_when, slow_cli
 
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import InputError

@@ -8,12 +8,6 @@ compares with an uninterrupted run.
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +19,13 @@ from helpers import (
     call_main,
     complete_records,
     curve_setup,
+    kill_when,
     of_type,
     pairs,
     quoted,
     read_jsonl,
     reconstruction_requests,
+    slow_cli,
     write_jsonl,
 )
 
@@ -37,44 +33,6 @@ from bestofn.engines.base import GenerationRequest
 from bestofn.engines.fake import FakeEngine, user_message
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def slow_cli(args: Sequence[str], delay_s: float, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """The CLI in a subprocess on a FakeEngine whose every generate call sleeps delay_s."""
-    code = (
-        "import sys; from bestofn.commands import main; from bestofn.engines.fake import FakeEngine; "
-        f"sys.exit(main(sys.argv[1:], engine=FakeEngine(delay_s={delay_s})))"
-    )
-    with log.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-
-
-def kill_when(
-    process: subprocess.Popen[bytes], ready: Callable[[], bool], log: Path, timeout_s: float = 30
-) -> None:
-    """Poll (bounded in time) until ``ready()``, then SIGKILL the process, whatever happens."""
-    deadline = time.monotonic() + timeout_s
-    reached = False
-    try:
-        while time.monotonic() < deadline:
-            if ready():
-                reached = True
-                break
-            if process.poll() is not None:  # finished (or died) before the kill point
-                reached = ready()
-                break
-            time.sleep(0.02)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    assert reached, f"the kill point was not reached in {timeout_s} s; stderr: {log.read_text()}"
-    assert process.returncode == -signal.SIGKILL, "the process must die by SIGKILL, mid-run"
 
 
 def tear(path: Path, fragment: str) -> int:
