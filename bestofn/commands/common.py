@@ -182,3 +182,58 @@ def print_summary(summary: dict[str, Any]) -> None:
 def scorer_choices() -> str:
     """The scorer names a flag takes, for help texts."""
     return f"{', '.join(SCORER_NAMES)}, an installed plugin's name or python:module:factory"
+
+
+def add_ray(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--ray [ADDRESS]`` and the replicas' settings (run, rerank; bestofn/ray.py)."""
+    group = parser.add_argument_group(
+        "Ray Data (the ray extra: pip install 'bestofn[ray]')",
+        f"with --ray, --output names a folder (e.g. {example}/) of part files and a "
+        "summary.json; rerunning into the same folder skips the ids already written",
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster, one engine per replica: ADDRESS (auto, host:6379, "
+        "ray://host:10001), else RAY_ADDRESS or a new local cluster",
+    )
+    group.add_argument(
+        "--replicas", type=int, default=1, metavar="K", help="replicas, one engine each (default 1)"
+    )
+    group.add_argument(
+        "--replica-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="logical CPUs each replica reserves (default 1)",
+    )
+    group.add_argument(
+        "--replica-gpus",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs each replica reserves (default 0; 1 gives each in-process engine its own)",
+    )
+    group.add_argument(
+        "--part-format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="the part files' format (default jsonl)",
+    )
+
+
+def ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of bestofn.ray's folder jobs that come from flags."""
+    from bestofn.ray import Replicas
+
+    return {
+        "replicas": Replicas(args.replicas, args.replica_cpus, args.replica_gpus),
+        "address": args.ray or None,
+        "cache_file": args.cache,
+        "memory_cache": args.no_cache,
+        "part_format": args.part_format,
+        "overwrite": args.overwrite,
+        "verbose": bool(getattr(args, "verbose", False)),
+    }

@@ -12,9 +12,11 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    add_ray,
     add_shard,
     command_config,
     finished,
+    ray_options,
     read_input,
     scorer_choices,
     shard_items,
@@ -85,6 +87,7 @@ def add_parser(sub: Any) -> None:
         help=f"items per engine call and durable write (default: {BATCH_ITEMS})",
     )
     add_cache(rerank)
+    add_ray(rerank, "rerank")
     rerank.set_defaults(handler=cmd_rerank)
 
 
@@ -114,6 +117,32 @@ def cmd_rerank(args: argparse.Namespace, engine: Engine | None = None) -> int:
     }
     if args.shard is not None:
         header["shard"] = args.shard
+    if args.ray is not None:
+        from bestofn.ray import rerank_to_folder  # only --ray imports Ray
+
+        on_ray = rerank_to_folder(
+            config,
+            names,
+            shard_items(source.items, args.shard, lambda item: item.id),
+            args.output,
+            header,
+            engine=engine,
+            batch_items=args.batch_items,
+            context=args.context,
+            extra_summary={"input": str(args.input), "skipped_lines": source.skipped_lines},
+            **ray_options(args),
+        )
+        if on_ray.interrupted:
+            return EXIT_INTERRUPTED
+        if args.summary:
+            write_json(
+                args.summary,
+                on_ray.summary,
+                flag="--summary",
+                kept=f"the per-item results and summary.json are in {args.output}",
+            )
+        print(format_summary(on_ray.summary))
+        return finished(source.skipped_lines, on_ray.failed)
     with resumable(
         args.output,
         header,

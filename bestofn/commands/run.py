@@ -11,10 +11,12 @@ from bestofn.commands.common import (
     add_cache,
     add_config,
     add_input_policy,
+    add_ray,
     add_shard,
     command_config,
     finished,
     print_summary,
+    ray_options,
     read_input,
     scorer_choices,
     shard_items,
@@ -60,6 +62,7 @@ def add_parser(sub: Any) -> None:
     add_input_policy(run, "instructions")
     add_shard(run)
     add_cache(run)
+    add_ray(run, "results")
     run.set_defaults(handler=cmd_run)
 
 
@@ -83,6 +86,23 @@ def cmd_run(args: argparse.Namespace, engine: Any = None) -> int:
     )
     shard = {"shard": args.shard} if args.shard is not None else {}
     header = run_header("run", config, input=str(args.input), **shard)
+    if args.ray is not None:
+        from bestofn.ray import run_to_folder  # only --ray imports Ray
+
+        items = shard_items(source.items, args.shard, lambda item: item.id)
+        on_ray = run_to_folder(
+            config,
+            items,
+            args.output,
+            header,
+            engine=engine,
+            skipped_lines=source.skipped_lines,
+            **ray_options(args),
+        )
+        if on_ray.interrupted:
+            return EXIT_INTERRUPTED
+        print_summary(on_ray.summary)
+        return finished(source.skipped_lines, on_ray.failed)
     with resumable(
         args.output,
         header,

