@@ -203,13 +203,18 @@ class Warmed(FakeEngine):
     """Stands in for the in-process vLLM engine: records the schemas it is warmed with."""
 
     schemas: ClassVar[list[list[Any]]] = []
+    paths: ClassVar[list[tuple[bool, bool]]] = []
 
     def __init__(self, path: str, config: Any) -> None:
         super().__init__()
         self.device, self.dtype = "cpu", "float32"
+        self.startup_phases: dict[str, float] = {}
 
-    def warm_up(self, schemas: Any) -> float:
+    def warm_up(
+        self, schemas: Any, *, sampling_logprobs: bool = True, teacher_forcing: bool = True
+    ) -> float:
         Warmed.schemas.append(list(schemas))
+        Warmed.paths.append((sampling_logprobs, teacher_forcing))
         return 0.0
 
     def close(self) -> None:
@@ -217,20 +222,29 @@ class Warmed(FakeEngine):
 
 
 @pytest.mark.parametrize(
-    ("scorer", "warmed"), [("flip", [flip.reply_schema(240)]), ("pmi_matched", [])]
+    ("scorer", "warmed", "paths"),
+    # FLIP constrains its replies and reads no sampled log-probabilities: neither path is
+    # warmed; pmi_matched reads the sampled ones and teacher-forces the neutral pass.
+    [("flip", [flip.reply_schema(240)], (False, False)), ("pmi_matched", [], (True, True))],
 )
 def test_the_command_hands_open_engine_its_scorers_schemas(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scorer: str, warmed: list[Any]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scorer: str,
+    warmed: list[Any],
+    paths: tuple[bool, bool],
 ) -> None:
     monkeypatch.setattr(
         bestofn.engines.model_files, "resolve_model", lambda *_: ("/models/fake", {"name": "fake"})
     )
     monkeypatch.setattr(bestofn.engines.local, "VllmEngine", Warmed)
     monkeypatch.setattr(Warmed, "schemas", [])
+    monkeypatch.setattr(Warmed, "paths", [])
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "instruction": "Say hi."}])
     out = tmp_path / "o.jsonl"
     argv = ["run", str(source), "--output", str(out), "--n", "2", "--scorer", scorer]
     assert main([*argv, "--no-cache"]) == 0
     assert Warmed.schemas == [warmed]
+    assert Warmed.paths == [paths]
     assert [r["scorer"] for r in read_jsonl(out) if r["type"] == "result"] == [scorer]
     assert json.dumps(warmed)  # plain JSON, as the engine compiles it
