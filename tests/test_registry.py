@@ -102,12 +102,18 @@ def test_default_lists_come_from_the_entries() -> None:
     assert BENCH_SCORERS == ("pmi_matched", "backward_ll", "flip", "judge")
     assert default_scorers("bench_loop") == ("flip",)
     assert default_scorers("bench_remote") == ("pmi_matched",)
+    # The bench's targets: every default scorer's overhead over its bare engine calls, and
+    # start-up (ratios to generation and batched against the loop are measured, not targets).
     assert TARGETS == {
-        "pmi_matched_over_generation": ("<=", 1.15),
-        "flip_over_generation": ("<=", 1.25),
-        "batched_speedup_over_loop": (">=", 10.0),
+        "pmi_matched_overhead": ("<=", 1.10),
+        "backward_ll_overhead": ("<=", 1.10),
+        "flip_overhead": ("<=", 1.10),
+        "judge_overhead": ("<=", 1.10),
         "engine_start_s": ("<=", 10.0),
     }
+    # Every engine scorer says the least prompt work its scores need; the others need none.
+    for name, entry in SCORERS.items():
+        assert (entry.least_prompt_tokens is not None) == entry.needs_engine, name
 
 
 def test_templates_are_checked_before_any_model(tmp_path: Path) -> None:

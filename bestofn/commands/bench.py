@@ -37,10 +37,13 @@ __all__ = [  # the bench's names stay importable from here (bestofn.commands.ben
 def add_parser(sub: Any) -> None:
     bench = sub.add_parser(
         "bench",
-        help="measure each scorer's cost beside generation, batched vs per-candidate, start-up",
+        help="measure each scorer's cost beside its bare engine calls and generation, "
+        "batched vs per-candidate, start-up",
         description="At N=8 and 256 tokens on one engine: generation and every selecting "
-        "scorer on the same pool as (generation + scoring) / generation, batched FLIP vs one "
-        "request per candidate, start-up to the first token; repeated and interleaved, "
+        "scorer on the same pool, each as its overhead over the same engine calls issued "
+        "directly and as (generation + scoring) / generation, with the tokens it has the "
+        "engine process per candidate beside the least its definition needs; batched FLIP vs "
+        "one request per candidate; start-up to the first token; repeated and interleaved, "
         "reported as medians and ranges. Without --quick, also how scoring cost grows with N "
         "and length. Writes JSON and prints the tables.",
     )

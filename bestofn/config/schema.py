@@ -117,6 +117,13 @@ class FlipConfig:
     """Token cap of one reconstruction reply."""
     max_instruction_chars: int = constrained(240, ">= 8", lambda v: v >= 8)
     """Bound on the JSON ``instruction`` string, so a small model cannot loop forever."""
+    max_length_ratio: float | None = constrained(None, "> 0", lambda v: v > 0)
+    """Caps each reconstruction at this many times the real instruction's length: its JSON
+    ``instruction`` string at ratio x the instruction's characters (rounded up to a
+    multiple of 16, within [16, max_instruction_chars]), a text reply at ratio x its
+    tokens (at least 8, at most max_reply_tokens). Words far past the real instruction's
+    length mostly lower word F1's precision, and every one costs a decoding step. None:
+    no cap beyond max_instruction_chars and max_reply_tokens."""
     k: int = constrained(1, "between 1 and 64", lambda v: 1 <= v <= 64)
     """Reconstructions per candidate. k = 1 decodes greedily; k > 1 samples (seeded) and the
     score is the mean F1, with its standard deviation as the spread."""

@@ -69,10 +69,33 @@ def _flip_template(config: Config) -> str:
 
 
 def _flip_schemas(config: Config) -> list[dict[str, Any]]:
-    from bestofn.scorers.flip import json_schema
+    from bestofn.scorers.flip import json_schemas
 
-    schema = json_schema(config.flip)
-    return [schema] if schema is not None else []
+    return json_schemas(config.flip)
+
+
+def _flip_least(scorer: Any, instructions: Any, candidates: Any) -> int:
+    from bestofn.scorers.flip import least_prompt_tokens
+
+    return least_prompt_tokens(scorer, instructions, candidates)
+
+
+def _backward_least(scorer: Any, instructions: Any, candidates: Any) -> int:
+    from bestofn.scorers.likelihood import least_backward_tokens
+
+    return least_backward_tokens(scorer, instructions, candidates)
+
+
+def _pmi_least(scorer: Any, instructions: Any, candidates: Any) -> int:
+    from bestofn.scorers.likelihood import least_pmi_tokens
+
+    return least_pmi_tokens(scorer, instructions, candidates)
+
+
+def _judge_least(scorer: Any, instructions: Any, candidates: Any) -> int:
+    from bestofn.scorers.judge import least_judge_tokens
+
+    return least_judge_tokens(scorer, instructions, candidates)
 
 
 def _backward(reduce: str) -> Any:
@@ -152,7 +175,7 @@ SCORERS: dict[str, ScorerEntry] = {
         reply_schemas=_flip_schemas,
         precheck=_flip_template,
         default_lists={"rerank": 0, "bench": 2, "bench_loop": 0},
-        bench_target=1.25,
+        least_prompt_tokens=_flip_least,
     ),
     "judge": ScorerEntry(
         "the same model rates each response 1-10",
@@ -162,6 +185,7 @@ SCORERS: dict[str, ScorerEntry] = {
         reply_schemas=_judge_schemas("pointwise"),
         precheck=_judge_template("pointwise"),
         default_lists={"rerank": 2, "bench": 3},
+        least_prompt_tokens=_judge_least,
     ),
     "pairwise": ScorerEntry(
         "the same model picks A or B for every ordered pair, both orders (win rate)",
@@ -170,6 +194,7 @@ SCORERS: dict[str, ScorerEntry] = {
         settings=("judge",),
         reply_schemas=_judge_schemas("pairwise"),
         precheck=_judge_template("pairwise"),
+        least_prompt_tokens=_judge_least,
     ),
     "length": ScorerEntry(
         "longer wins",
@@ -198,6 +223,7 @@ SCORERS: dict[str, ScorerEntry] = {
         settings=("likelihood",),
         precheck=_backward_template,
         default_lists={"bench": 1},
+        least_prompt_tokens=_backward_least,
     ),
     "backward_ll_sum": ScorerEntry(
         "teacher-forced log P(instruction | response), summed",
@@ -205,6 +231,7 @@ SCORERS: dict[str, ScorerEntry] = {
         needs_engine=True,
         settings=("likelihood",),
         precheck=_backward_template,
+        least_prompt_tokens=_backward_least,
     ),
     "forward_pmi": ScorerEntry(
         "per-token PMI of the response with its instruction, mean over all tokens",
@@ -212,6 +239,7 @@ SCORERS: dict[str, ScorerEntry] = {
         needs_engine=True,
         settings=("likelihood",),
         reads_sampling_logprobs=True,
+        least_prompt_tokens=_pmi_least,
     ),
     "pmi_matched": ScorerEntry(
         "the same PMI over a window of equal length for every candidate of an instruction",
@@ -220,7 +248,7 @@ SCORERS: dict[str, ScorerEntry] = {
         settings=("likelihood",),
         reads_sampling_logprobs=True,
         default_lists={"rerank": 1, "bench": 0, "bench_remote": 0},
-        bench_target=1.15,
+        least_prompt_tokens=_pmi_least,
     ),
 }
 

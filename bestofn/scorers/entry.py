@@ -3,7 +3,7 @@ scorer a user adds (a ScorerEntry of its own, or a factory whose attributes decl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bestofn.config import Config
     from bestofn.engines.base import Engine
     from bestofn.scorers.cache import ReconstructionCache
+    from bestofn.values import Candidate
 
 Records = Mapping[str, Mapping[str, Any]]
 """Each instruction's input record (its other JSON fields), by instruction text."""
@@ -22,6 +23,8 @@ Build = Callable[
     Scorer,
 ]
 """(engine or None, config, reply cache or None, records) -> a scorer."""
+LeastTokens = Callable[[Any, Sequence[str], Sequence[Sequence["Candidate"]]], int]
+"""(the built scorer, instructions, candidates) -> prompt tokens."""
 
 
 def no_schemas(config: Config) -> list[dict[str, Any]]:
@@ -63,8 +66,11 @@ class ScorerEntry:
     """The default lists it belongs to, each with its place in that list: ``rerank`` (what
     rerank compares unless told), ``bench`` (what the bench times), ``bench_loop`` (timed
     batched and one request per candidate too), ``bench_remote`` (timed through a server)."""
-    bench_target: float | None = None
-    """The bench's target for (generation + scoring) / generation, if it has one."""
+    least_prompt_tokens: LeastTokens | None = None
+    """(the built scorer, instructions, candidates) -> the fewest prompt tokens the engine
+    must be given for these scores, by the scorer's definition (each distinct prompt once,
+    only the positions its score reads); the bench reports it beside the tokens the scorer
+    asked for."""
 
 
 FACTORY_ATTRIBUTES = (

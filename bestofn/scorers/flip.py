@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,11 +51,50 @@ def reply_schema(max_instruction_chars: int, *, reasoning_chars: int = 0) -> dic
     }
 
 
-def json_schema(config: FlipConfig) -> dict[str, Any] | None:
-    """The schema the config's replies are constrained to; None for plain-text replies."""
+CAP_STEP_CHARS = 16
+"""A capped JSON instruction's bound is rounded up to a multiple of this many characters,
+so a run compiles a few reply grammars, not one per instruction length."""
+
+
+def json_schema(config: FlipConfig, cap: int | None = None) -> dict[str, Any] | None:
+    """The schema the config's replies are constrained to (the instruction string bounded
+    by ``cap`` characters when given); None for plain-text replies."""
     if config.reply_format != "json":
         return None
-    return reply_schema(config.max_instruction_chars, reasoning_chars=config.reasoning_chars)
+    chars = config.max_instruction_chars if cap is None else cap
+    return reply_schema(chars, reasoning_chars=config.reasoning_chars)
+
+
+def json_schemas(config: FlipConfig) -> list[dict[str, Any]]:
+    """Every schema the config's replies can be constrained to: one, or with
+    ``max_length_ratio`` one per capped bound (each compiled once, at start-up)."""
+    if config.reply_format != "json":
+        return []
+    caps: list[int | None] = [None]
+    if config.max_length_ratio is not None:
+        top = config.max_instruction_chars
+        caps = [*range(CAP_STEP_CHARS, top, CAP_STEP_CHARS), None]
+    return [schema for cap in caps if (schema := json_schema(config, cap)) is not None]
+
+
+def reply_cap(
+    config: FlipConfig, instruction: str, count_tokens: Callable[[str], int]
+) -> int | None:
+    """The cap ``max_length_ratio`` puts on the reconstructions of one instruction's
+    candidates: for JSON replies the instruction string's bound in characters (rounded up
+    to a multiple of ``CAP_STEP_CHARS``, within [16, max_instruction_chars]; None when that
+    is max_instruction_chars itself), for text replies the reply's token cap (at least 8,
+    at most max_reply_tokens; None at max_reply_tokens)."""
+    ratio = config.max_length_ratio
+    if ratio is None:
+        return None
+    if config.reply_format == "json":
+        chars = math.ceil(ratio * len(instruction))
+        chars = -(-chars // CAP_STEP_CHARS) * CAP_STEP_CHARS
+        chars = max(CAP_STEP_CHARS, chars)
+        return chars if chars < config.max_instruction_chars else None
+    tokens = max(8, math.ceil(ratio * count_tokens(instruction)))
+    return tokens if tokens < config.max_reply_tokens else None
 
 
 @dataclass
@@ -96,8 +136,8 @@ class FlipScorer:
         self.cache = cache if cache is not None else ReconstructionCache()
         self.last_stats = ScoringStats()
         self._similarity: Callable[[str, str], float] = _similarity_function(self.config.similarity)
-        # unit key -> (context, response) for units that carry chat context
-        self._parts: dict[str, tuple[str | None, str]] = {}
+        # unit key -> (context, response, cap) for units with chat context or a cap
+        self._parts: dict[str, tuple[str | None, str, int | None]] = {}
 
     @staticmethod
     def template_from(config: FlipConfig, source: str | None = None) -> str:
@@ -115,16 +155,21 @@ class FlipScorer:
     def _request(self, unit: str) -> GenerationRequest:
         cfg = self.config
         sampled = cfg.k > 1
-        context, response = self._parts.get(unit, (None, unit))
+        context, response, cap = self._parts.get(unit, (None, unit, None))
+        text_cap = cap if cfg.reply_format != "json" else None
         return GenerationRequest(
             prompt=self.prompt_for(response, context),
             n=cfg.k,
-            max_tokens=cfg.max_reply_tokens,
+            max_tokens=cfg.max_reply_tokens if text_cap is None else text_cap,
             temperature=cfg.temperature if sampled else 0.0,
             top_p=cfg.top_p if sampled else 1.0,
             seed=derive_seed(cfg.seed, unit) if sampled else None,
-            json_schema=json_schema(cfg),
+            json_schema=json_schema(cfg, cap),
         )
+
+    def cap_for(self, instruction: str) -> int | None:
+        """The reconstruction cap of one instruction's candidates (``reply_cap``)."""
+        return reply_cap(self.config, instruction, self.engine.count_tokens)
 
     def _key(self, response: str) -> str:
         cfg = self.config
@@ -182,13 +227,14 @@ class FlipScorer:
                 if text.strip() and text not in shown:
                     shown[text] = self.engine.truncate(text, limit)
         units: set[str] = set()
-        for context, group in zip(contexts, candidates, strict=True):
+        caps = [self.cap_for(instruction) for instruction in instructions]
+        for context, cap, group in zip(contexts, caps, candidates, strict=True):
             for c in group:
                 if c.text in shown:
-                    unit = _unit(context, shown[c.text])
+                    unit = _unit(context, shown[c.text], cap)
                     units.add(unit)
-                    if context:
-                        self._parts[unit] = (context, shown[c.text])
+                    if context or cap is not None:
+                        self._parts[unit] = (context, shown[c.text], cap)
         fmt = self.config.reply_format
         # Each distinct reply is parsed once, however many candidates share its response.
         parsed = {
@@ -203,10 +249,13 @@ class FlipScorer:
             inferred = (p.instruction for got in parsed.values() for p in got)
             warm([*instructions, *(text for text in inferred if text is not None)])
         results: list[list[Score]] = []
-        for instruction, context, group in zip(instructions, contexts, candidates, strict=True):
+        for instruction, context, cap, group in zip(
+            instructions, contexts, caps, candidates, strict=True
+        ):
             row: list[Score] = []
             for candidate in group:
-                row.append(self._score_one(instruction, candidate.text, context, shown, parsed))
+                unit = _unit(context, shown[candidate.text], cap) if candidate.text in shown else ""
+                row.append(self._score_one(instruction, candidate.text, unit, shown, parsed))
             results.append(row)
         stats.truncated_responses = sum(1 for t, s in shown.items() if s != t)
         return results
@@ -215,7 +264,7 @@ class FlipScorer:
         self,
         instruction: str,
         text: str,
-        context: str | None,
+        unit: str,
         shown: dict[str, str],
         parsed: dict[str, list[ParsedReply]],
     ) -> Score:
@@ -227,7 +276,7 @@ class FlipScorer:
         inferred: list[str | None] = []
         f1s: list[float] = []
         errors: list[str] = []
-        for reply in parsed[_unit(context, seen)]:
+        for reply in parsed[unit]:
             self.last_stats.replies += 1
             inferred.append(reply.instruction)
             if reply.instruction is None:
@@ -265,9 +314,29 @@ def _similarity_function(name: str) -> Callable[[str, str], float]:
     return word_f1
 
 
-def _unit(context: str | None, response: str) -> str:
-    """What one reconstruction is keyed by: the response, with its chat context if any."""
-    # JSON keeps the pair unambiguous whatever characters the context holds.
+def _unit(context: str | None, response: str, cap: int | None = None) -> str:
+    """What one reconstruction is keyed by: the response, with its chat context and its
+    cap if any."""
+    # JSON keeps the parts unambiguous whatever characters the context holds.
+    if cap is not None:
+        return CONTEXT_SEPARATOR + json.dumps([context, response, cap], ensure_ascii=False)
     if not context:
         return response
     return CONTEXT_SEPARATOR + json.dumps([context, response], ensure_ascii=False)
+
+
+def least_prompt_tokens(
+    scorer: FlipScorer, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
+) -> int:
+    """The fewest prompt tokens FLIP's scores need: the reconstruction prompt of each
+    distinct response (as shown, cut to ``max_response_tokens``) once, per distinct cap;
+    its k samples share it, and an empty response needs none."""
+    engine = scorer.engine
+    units: dict[tuple[str, int | None], None] = {}
+    for instruction, group in zip(instructions, candidates, strict=True):
+        cap = scorer.cap_for(instruction)
+        for candidate in group:
+            if candidate.text.strip():
+                shown = engine.truncate(candidate.text, scorer.config.max_response_tokens)
+                units[(shown, cap)] = None
+    return sum(engine.count_tokens(scorer.prompt_for(shown)) for shown, _ in units)

@@ -376,3 +376,25 @@ def _by_rule(a: str, b: str) -> str | None:
             return "tie"
         return "B" if _is_empty(a) else "A"
     return "tie" if a == b else None
+
+
+def least_judge_tokens(
+    scorer: PointwiseJudge | PairwiseJudge,
+    instructions: Sequence[str],
+    candidates: Sequence[Sequence[Candidate]],
+) -> int:
+    """The fewest prompt tokens the verdicts need: each distinct item the model must judge
+    once (pointwise: a non-empty response with its instruction; pairwise: an ordered pair
+    not decided by rule), in the judge's prompt."""
+    items: dict[tuple[str, ...], None] = {}
+    for instruction, group in zip(instructions, candidates, strict=True):
+        texts = [c.text for c in group]
+        if isinstance(scorer, PairwiseJudge):
+            for i, j in _ordered_pairs(len(texts)):
+                if _by_rule(texts[i], texts[j]) is None:
+                    items[(instruction, texts[i], texts[j])] = None
+        else:
+            for text in texts:
+                if not _is_empty(text):
+                    items[(instruction, text)] = None
+    return sum(scorer.engine.count_tokens(scorer.prompt_for(*item)) for item in items)

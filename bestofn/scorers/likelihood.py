@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from bestofn.config import LikelihoodConfig, resolve_config_path
 from bestofn.engines.base import LogprobEngine
@@ -20,6 +20,26 @@ FIELDS = ("response",)
 """The placeholder the backward template holds exactly once."""
 
 NEUTRAL_INSTRUCTION = "Write a response."
+
+
+@runtime_checkable
+class TokenEncoder(Protocol):
+    """An engine that gives a text's token ids as its teacher forcing reads them (the
+    vLLM engines do): ``pmi_matched`` then cuts every candidate to the window before the
+    call instead of after it."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class _Read:
+    """How one candidate is read: its token ids (sampled, or encoded from its text) and
+    the conditional log-probabilities its sampling call gave, or its text alone when the
+    engine gives no ids."""
+
+    ids: tuple[int, ...] | None
+    sampled: list[float] | None
+    text: str | None = None
 
 
 def _require_logprobs(engine: object) -> LogprobEngine:
@@ -125,6 +145,13 @@ class BackwardLikelihood(_TeacherForced):
         path = resolve_config_path(config.template, source, "likelihood.template")
         return load_template(path, FIELDS, field="likelihood.template")
 
+    def prompt_for(self, response: str) -> str:
+        """The chat prompt showing one response (cut to ``max_response_tokens``), after
+        which the instruction is scored."""
+        shown = self.engine.truncate(response, self.max_response_tokens)
+        filled = fill_template(self.template, {"response": shown})
+        return self.engine.chat_prompt([{"role": "user", "content": filled}])
+
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
     ) -> list[list[Score]]:
@@ -135,11 +162,7 @@ class BackwardLikelihood(_TeacherForced):
             target = engine.truncate(instruction, self.max_instruction_tokens)
             row = []
             for candidate in group:
-                shown = engine.truncate(candidate.text, self.max_response_tokens)
-                prompt = engine.chat_prompt(
-                    [{"role": "user", "content": fill_template(self.template, {"response": shown})}]
-                )
-                key = (prompt, target)
+                key = (self.prompt_for(candidate.text), target)
                 pairs.setdefault(key, len(pairs))
                 row.append(key)
             keys.append(row)
@@ -230,6 +253,30 @@ class ForwardPMI(_TeacherForced):
             end -= 1
         return ids[: min(end, self.max_response_tokens)]
 
+    def _reads(self, candidates: Sequence[Candidate], prompt: str) -> list[_Read | None]:
+        """What each candidate of one instruction is read as (None: an empty response)."""
+        engine = self.engine
+        encoder = engine if isinstance(engine, TokenEncoder) else None
+        if self.window != "matched":
+            encoder = None  # every token is read: whole texts, as given
+        reads: list[_Read | None] = []
+        for candidate in candidates:
+            if not candidate.text.strip():
+                reads.append(None)
+                continue
+            sampled = self._sampled(candidate, prompt)
+            if sampled is not None and candidate.logprobs is not None:
+                reads.append(_Read(sampled, list(candidate.logprobs[: len(sampled)])))
+                continue
+            text = engine.truncate(candidate.text, self.max_response_tokens)
+            if encoder is not None:
+                # The ids the engine itself would read for this text, so the window can
+                # cut them before the call.
+                reads.append(_Read(tuple(encoder.encode(text)), None))
+            else:
+                reads.append(_Read(None, None, text))
+        return reads
+
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
     ) -> list[list[Score]]:
@@ -237,54 +284,74 @@ class ForwardPMI(_TeacherForced):
         stats = self.last_stats = LikelihoodStats(candidates=sum(len(g) for g in candidates))
         neutral = engine.chat_prompt([{"role": "user", "content": NEUTRAL_INSTRUCTION}])
         pairs: dict[tuple[str, str | tuple[int, ...]], int] = {}
-        # Per candidate: the conditional pass (a pair to teacher-force, or the sampled
-        # values) and the neutral pair; None for an empty response.
-        plans: list[list[tuple[Any, tuple[str, str | tuple[int, ...]]] | None]] = []
+        # Per candidate: its read, the conditional pass (a pair to teacher-force, or the
+        # sampled values) and the neutral pair; None for an empty response.
+        plans: list[list[tuple[_Read, Any, Any] | None]] = []
+        windows: list[int | None] = []
         for instruction, group in zip(instructions, candidates, strict=True):
             cut = engine.truncate(instruction, self.max_instruction_tokens)
             prompt = engine.chat_prompt([{"role": "user", "content": cut}])
-            row: list[tuple[Any, tuple[str, str | tuple[int, ...]]] | None] = []
-            for candidate in group:
-                if not candidate.text.strip():
+            reads = self._reads(group, prompt)
+            # The matched window, known before the call when every length is: then only
+            # the first T tokens of each candidate are teacher-forced (a token's
+            # log-probability depends only on the tokens before it).
+            lengths = [len(r.ids) for r in reads if r is not None and r.ids is not None]
+            known = all(r is None or r.ids is not None for r in reads)
+            window = None
+            if self.window == "matched" and known and any(lengths):
+                window = min(n for n in lengths if n)
+            windows.append(window)
+            row: list[tuple[_Read, Any, Any] | None] = []
+            for read in reads:
+                if read is None:
                     row.append(None)
                     continue
-                sampled = self._sampled(candidate, prompt)
-                if sampled is not None and candidate.logprobs is not None:
-                    given: Any = list(candidate.logprobs[: len(sampled)])
-                    alone: tuple[str, str | tuple[int, ...]] = (neutral, sampled)
-                    stats.tokens_from_generation += len(sampled)
+                shown: str | tuple[int, ...] = (
+                    read.ids[:window] if read.ids is not None else read.text or ""
+                )
+                if read.sampled is not None:
+                    given: Any = read.sampled[:window]
+                    stats.tokens_from_generation += len(given)
                 else:
-                    text = engine.truncate(candidate.text, self.max_response_tokens)
-                    given = (prompt, text)
-                    alone = (neutral, text)
-                    pairs.setdefault(given, len(pairs))
-                pairs.setdefault(alone, len(pairs))
-                row.append((given, alone))
+                    given = (prompt, shown)
+                    if shown:
+                        pairs.setdefault(given, len(pairs))
+                alone = (neutral, shown)
+                if shown:
+                    pairs.setdefault(alone, len(pairs))
+                row.append((read, given, alone))
             plans.append(row)
-        logprobs = engine.continuation_logprobs(list(pairs), progress="pmi")
+        logprobs = engine.continuation_logprobs(list(pairs), progress="pmi") if pairs else []
         stats.teacher_forced = len(pairs)
 
         def values(plan: Any) -> list[float]:
-            return list(plan) if isinstance(plan, list) else logprobs[pairs[plan]]
+            if isinstance(plan, list):
+                return plan
+            return logprobs[pairs[plan]] if plan[1] else []
 
         results = []
-        for instruction, group, row in zip(instructions, candidates, plans, strict=True):
+        for instruction, group, row, window in zip(
+            instructions, candidates, plans, windows, strict=True
+        ):
             pmis = [
                 None
                 if plan is None
-                else [a - b for a, b in zip(values(plan[0]), values(plan[1]), strict=True)]
+                else [a - b for a, b in zip(values(plan[1]), values(plan[2]), strict=True)]
                 for plan in row
             ]
-            lengths = [len(p) for p in pmis if p]
-            window = min(lengths) if self.window == "matched" and lengths else None
+            if window is None and self.window == "matched":
+                lengths = [len(p) for p in pmis if p]
+                window = min(lengths) if lengths else None
             scores = []
-            for candidate, pmi in zip(group, pmis, strict=True):
-                if not pmi:
+            for candidate, plan, pmi in zip(group, row, pmis, strict=True):
+                if not pmi or plan is None:
                     scores.append(Score.unscored("empty_response: nothing to score"))
                     continue
+                read = plan[0]
                 value = statistics.fmean(pmi[:window] if window else pmi)
                 echo = echo_fraction(instruction, candidate.text)
-                details: dict[str, Any] = {"tokens": len(pmi), "echo": round(echo, 6)}
+                tokens = len(pmi) if read.ids is None else len(read.ids)
+                details: dict[str, Any] = {"tokens": tokens, "echo": round(echo, 6)}
                 if window:
                     details["window"] = window
                 if self.echo_penalty and echo > 0:
@@ -293,3 +360,56 @@ class ForwardPMI(_TeacherForced):
                 scores.append(Score(value, details=details))
             results.append(scores)
         return results
+
+
+# --- the least work each score needs (the bench compares it with what was asked) --------
+
+
+def least_backward_tokens(
+    scorer: BackwardLikelihood,
+    instructions: Sequence[str],
+    candidates: Sequence[Sequence[Candidate]],
+) -> int:
+    """The fewest prompt tokens log P(instruction | response) needs: each distinct (prompt
+    showing the response, instruction) once, whole: the score reads every instruction
+    token, after the whole prompt."""
+    engine = scorer.engine
+    pairs: dict[tuple[str, str], None] = {}
+    for instruction, group in zip(instructions, candidates, strict=True):
+        target = engine.truncate(instruction, scorer.max_instruction_tokens)
+        for candidate in group:
+            pairs[(scorer.prompt_for(candidate.text), target)] = None
+    return sum(engine.count_tokens(p) + engine.count_tokens(t) for p, t in pairs)
+
+
+def least_pmi_tokens(
+    scorer: ForwardPMI,
+    instructions: Sequence[str],
+    candidates: Sequence[Sequence[Candidate]],
+) -> int:
+    """The fewest prompt tokens the PMI scores need: for each distinct candidate, the
+    tokens its score reads (all of them, or with ``window="matched"`` the first T, T the
+    shortest candidate's length) after the neutral prompt, and after the instruction's
+    prompt too unless its sampling call gave those log-probabilities; each (prompt,
+    tokens) once, and an empty candidate none."""
+    engine = scorer.engine
+    neutral = engine.chat_prompt([{"role": "user", "content": NEUTRAL_INSTRUCTION}])
+    forced: dict[tuple[str, Any], int] = {}
+    for instruction, group in zip(instructions, candidates, strict=True):
+        cut = engine.truncate(instruction, scorer.max_instruction_tokens)
+        prompt = engine.chat_prompt([{"role": "user", "content": cut}])
+        reads = [r for r in scorer._reads(group, prompt) if r is not None]
+        lengths = [
+            len(r.ids) if r.ids is not None else engine.count_tokens(r.text or "") for r in reads
+        ]
+        window = min((n for n in lengths if n), default=0) if scorer.window == "matched" else 0
+        for read, length in zip(reads, lengths, strict=True):
+            used = min(length, window) if window else length
+            if not used:
+                continue
+            what: Any = read.ids[:used] if read.ids is not None else (read.text, used)
+            forced[(neutral, what)] = used
+            if read.sampled is None:
+                forced[(prompt, what)] = used
+    heads = {p: engine.count_tokens(p) for p, _ in forced}
+    return sum(heads[p] + used for (p, _), used in forced.items())
