@@ -22,6 +22,8 @@ from typing import Any
 _quiet = False
 _bar: Any = None
 """The command's progress bar while one is open (a process has one stderr, so one bar)."""
+_stage = ""
+"""The part of the command's work now running, shown after the bar before each step."""
 _shown = ("", 0.0)
 """The step last drawn after the bar, and when."""
 STEP_REFRESH_S = 0.5
@@ -57,8 +59,10 @@ def engine_is_quiet() -> bool:
 @contextlib.contextmanager
 def progress_bar(total: int, *, desc: str, unit: str) -> Iterator[Any]:
     """The command's one progress bar: items done of ``total``, with the rate. While it is
-    open, ``step`` shows the engine call in flight after it, and ``warn`` prints above it."""
-    global _bar
+    open, ``step`` shows the engine call in flight after it (``stage`` names the part of the
+    work it belongs to), and ``warn`` prints above it. A command with distinct stages opens
+    one after the other, never two at once."""
+    global _bar, _stage
     from tqdm import tqdm
 
     bar = tqdm(
@@ -70,10 +74,11 @@ def progress_bar(total: int, *, desc: str, unit: str) -> Iterator[Any]:
         disable=not total,
     )
     previous, _bar = _bar, bar
+    previous_stage, _stage = _stage, ""
     try:
         yield bar
     finally:
-        _bar = previous
+        _bar, _stage = previous, previous_stage
         bar.close()
 
 
@@ -82,14 +87,26 @@ def command_bar_open() -> bool:
     return _bar is not None
 
 
+def stage(name: str) -> None:
+    """Name the part of the work now running (``flip at 64 tokens``) after the command's
+    bar, if one is open, and before each ``step`` until the next stage; nothing otherwise."""
+    global _stage
+    if _bar is None:
+        return
+    _stage = name
+    step(name)
+
+
 def step(name: str, done: int | None = None, total: float | None = None) -> None:
-    """Show what the command is doing now (``reconstruct 12/40``) after its bar, if one is
-    open; nothing otherwise. A new step is drawn at once, its progress at most every
-    ``STEP_REFRESH_S``."""
+    """Show what the command is doing now (``reconstruct 12/40``, after the stage if one
+    is named) after its bar, if one is open; nothing otherwise. A new step is drawn at
+    once, its progress at most every ``STEP_REFRESH_S``."""
     global _shown
     if _bar is None:
         return
     text = name if done is None else f"{name} {done}/{total}"
+    if _stage and name != _stage:
+        text = f"{_stage}: {text}"
     _bar.set_postfix_str(text, refresh=False)
     now = time.monotonic()
     if name != _shown[0] or now - _shown[1] >= STEP_REFRESH_S or done == total:

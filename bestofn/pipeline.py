@@ -97,19 +97,16 @@ def warm_up_for(names: Sequence[str], config: Config, *, generates: bool) -> dic
     ``names`` (and samples candidates, if it ``generates``): ``open_engine``'s keyword
     arguments. The reply schemas of every scorer; the sampled-token log-probability path
     when a scorer reads it from the sampling call; the teacher-forcing path when a scorer
-    that needs the engine constrains no reply (the likelihood scorers teacher-force; FLIP
-    and the judges generate constrained replies). A path no scorer takes stays cold."""
+    teacher-forces (its entry's ``teacher_forces``: the likelihood scorers; FLIP and the
+    judges generate replies). A path no scorer takes stays cold."""
     entries = [resolve_scorer(name) for name in names]
     schemas: list[dict[str, Any]] = []
-    teacher_forcing = False
     for entry in entries:
-        own = entry.reply_schemas(config)
-        schemas.extend(s for s in own if s not in schemas)
-        teacher_forcing = teacher_forcing or (entry.needs_engine and not own)
+        schemas.extend(s for s in entry.reply_schemas(config) if s not in schemas)
     return {
         "schemas": schemas,
         "sampling_logprobs": generates and any(e.reads_sampling_logprobs for e in entries),
-        "teacher_forcing": teacher_forcing,
+        "teacher_forcing": any(e.teacher_forces for e in entries),
     }
 
 

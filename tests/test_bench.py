@@ -21,6 +21,7 @@ from bestofn.jobs.bench import (
     score_once,
     startup,
     token_work,
+    verdict,
 )
 from bestofn.values import Candidate
 
@@ -132,6 +133,9 @@ def test_quick_bench_times_every_scorer_on_one_pool_repeated(tmp_path: Path, cap
     assert set(result["targets"]) == set(TARGETS)
     assert result["targets"]["flip_overhead"]["median"] == result["scorers"]["flip"]["overhead"]
     assert result["targets"]["flip_overhead"]["target"] == "<= 1.1"
+    # Start-up's target follows the machine: 10 s with native bf16, 20 s without.
+    native = result["machine"]["bf16_native"]
+    assert result["targets"]["engine_start_s"]["target"] == ("<= 10.0" if native else "<= 20.0")
     # Which machine made the numbers.
     machine = result["machine"]
     assert isinstance(machine["cpu_model"], str) and isinstance(machine["bf16_native"], bool)
@@ -145,7 +149,10 @@ def test_the_bench_counts_work_beyond_the_least(tmp_path: Path) -> None:
     # Candidates from elsewhere (no token ids) on an engine that gives no ids: pmi_matched
     # forces every text whole and cuts to the window after, so it asks for more than the
     # window it reads. The candidates have 2 and 4 words: window 2.
-    engine = FakeEngine()
+    class TextOnly(FakeEngine):
+        encode = None  # type: ignore[assignment]
+
+    engine = TextOnly()
     config = Config()
     pool = Pool(
         ["blue whales"], [[Candidate("blue whales"), Candidate("whales swim very far")]], 0.0
@@ -157,6 +164,13 @@ def test_the_bench_counts_work_beyond_the_least(tmp_path: Path) -> None:
     # (5 + 2) + (6 + 2) + (5 + 4) + (6 + 4) = 34 tokens, 17 per candidate; the least reads
     # 2 tokens of each: (5 + 2) + (6 + 2) twice = 30, 15 per candidate.
     assert work["prompt_tokens_per_candidate"] == 17.0
+    assert work["least_tokens_per_candidate"] == 15.0
+    # An engine that tokenises (FakeEngine: one id per word) lets it force only the
+    # window: 30 tokens, 15 per candidate, the least.
+    engine = FakeEngine()
+    run = score_once(engine, config, "pmi_matched", pool)
+    work = token_work(engine, "pmi_matched", run, pool)
+    assert work["prompt_tokens_per_candidate"] == 15.0
     assert work["least_tokens_per_candidate"] == 15.0
 
 
@@ -218,3 +232,12 @@ def test_default_instructions_ship_inside_the_package() -> None:
     assert bench.DEFAULT_INSTRUCTIONS.parent == _Path(bench.__file__).parent
     lines = bench.DEFAULT_INSTRUCTIONS.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 16 and all(json.loads(line)["instruction"] for line in lines)
+
+
+def test_the_start_up_target_is_10_s_with_native_bf16_and_20_s_without() -> None:
+    result = {"scorers": {"flip": {"overhead": 1.05}}, "engine_start_s": 15.0}
+    with_bf16 = verdict(result, bf16_native=True)["engine_start_s"]
+    without = verdict(result, bf16_native=False)["engine_start_s"]
+    assert (with_bf16["target"], with_bf16["met"]) == ("<= 10.0", False)
+    assert (without["target"], without["met"]) == ("<= 20.0", True)
+    assert verdict(result)["flip_overhead"] == {"target": "<= 1.1", "median": 1.05, "met": True}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from counting_engine import CountingFakeEngine
 from helpers import (
     TEMPLATE,
     instruction_json,
@@ -24,7 +25,7 @@ from bestofn.config import FlipConfig
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import ConfigError
 from bestofn.scorers.cache import ReconstructionCache
-from bestofn.scorers.flip import FlipScorer
+from bestofn.scorers.flip import FlipScorer, least_prompt_tokens
 from bestofn.scorers.replies import ParsedReply, parse_reply
 from bestofn.scorers.templates import check_template, load_template
 from bestofn.values import Candidate
@@ -506,6 +507,56 @@ def test_long_response_is_truncated_for_reconstruction_and_flagged() -> None:
     assert "flags" not in row[1].details
     assert row[0].value == row[1].value
     assert scorer.last_stats.truncated_responses == 1
+
+
+def test_candidates_with_token_ids_are_measured_by_them_not_tokenised_again() -> None:
+    ids_of = FakeEngine().encode  # the ids generation gives (one per word)
+    short, other = "blue whales are large", "the deep sea"
+    long_text = " ".join(f"w{i}" for i in range(1, 21))  # 20 words, over the limit of 16
+    texts = [short, other, long_text]
+    plain = [Candidate(t) for t in texts]
+    sampled = [Candidate(t, len(ids_of(t)), token_ids=tuple(ids_of(t))) for t in texts]
+    without, with_ids = CountingFakeEngine(), CountingFakeEngine()
+    expected = scorer_for(without, max_response_tokens=16).score(["t"], [plain])
+    scorer = scorer_for(with_ids, max_response_tokens=16)
+    got = scorer.score(["t"], [sampled])
+    # The same scores, the same requests (the long one shown as its first 16 words) ...
+    assert got == expected
+    assert got[0][2].details["flags"] == ["truncated_for_reconstruction"]
+    assert [quoted(r) for r in reconstruction_requests(with_ids)] == [
+        quoted(r) for r in reconstruction_requests(without)
+    ]
+    assert sorted(quoted(r) or "" for r in reconstruction_requests(with_ids)) == [
+        "blue whales are large",
+        "the deep sea",
+        " ".join(f"w{i}" for i in range(1, 17)),
+    ]
+    assert scorer.last_stats.truncated_responses == 1
+    # ... and no tokenising of a response its 4 or 3 ids show within the limit; the long
+    # one's 20 ids are over it, so the engine cuts its text (one encode), as without ids.
+    assert [without.encoded[t] for t in texts] == [1, 1, 1]
+    assert [with_ids.encoded[t] for t in texts] == [0, 0, 1]
+    # The bench's least tokens agree, and measure the same way.
+    counted, counted_ids = CountingFakeEngine(), CountingFakeEngine()
+    least = least_prompt_tokens(scorer_for(counted, max_response_tokens=16), ["t"], [plain])
+    least_ids = least_prompt_tokens(
+        scorer_for(counted_ids, max_response_tokens=16), ["t"], [sampled]
+    )
+    assert least == least_ids
+    assert [counted_ids.encoded[t] for t in texts] == [0, 0, 1]
+
+
+def test_empty_token_ids_with_a_text_fall_back_to_the_engine() -> None:
+    # A server that returned no ids gives () for a non-empty text: its length is unknown,
+    # so the engine measures (and here cuts) the text.
+    engine = CountingFakeEngine()
+    text = "one two three four five"
+    (row,) = scorer_for(engine, max_response_tokens=3).score(
+        ["t"], [[Candidate(text, token_ids=())]]
+    )
+    assert engine.encoded[text] == 1
+    assert row[0].details["flags"] == ["truncated_for_reconstruction"]
+    assert [quoted(r) for r in reconstruction_requests(engine)] == ["one two three"]
 
 
 def test_in_memory_cache_hit_makes_no_new_engine_call() -> None:

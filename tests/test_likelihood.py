@@ -3,7 +3,10 @@ the prompt: -1 if present, -5 if not)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
+from counting_engine import CountingFakeEngine
 from helpers import FUZZ
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +15,13 @@ from bestofn.config import Config, GenerationConfig
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import ConfigError
 from bestofn.scorers import make_scorer
-from bestofn.scorers.likelihood import BackwardLikelihood, ForwardPMI
+from bestofn.scorers.likelihood import (
+    BackwardLikelihood,
+    ForwardPMI,
+    TokenEncoder,
+    _Read,
+    least_pmi_tokens,
+)
 from bestofn.values import Candidate
 
 
@@ -336,11 +345,11 @@ def test_pmi_teacher_forces_both_passes_for_candidates_from_elsewhere_or_another
 # ------------------------------------------------------- only the window is teacher-forced
 
 
-class EncodingFakeEngine(FakeEngine):
-    """FakeEngine that also gives token ids (one per word), as the vLLM engines do."""
+class TextOnlyFakeEngine(FakeEngine):
+    """FakeEngine without ``encode`` (FakeEngine gives token ids, one per word, as the vLLM
+    engines do): pmi_matched then forces whole texts and cuts the window after."""
 
-    def encode(self, text: str) -> list[int]:
-        return [self._token_id(word) for word in text.split()]
+    encode = None  # type: ignore[assignment]  # a protocol method set to None is absent
 
 
 def test_pmi_matched_forces_only_the_window_and_scores_the_same() -> None:
@@ -351,9 +360,9 @@ def test_pmi_matched_forces_only_the_window_and_scores_the_same() -> None:
         Candidate("whales blue"),
         Candidate(""),
     ]
-    whole = FakeEngine()  # gives no ids: every text is forced whole, the window cut after
+    whole = TextOnlyFakeEngine()  # no ids: every text is forced whole, the window cut after
     expected = ForwardPMI(whole, window="matched").score([instruction], [group])[0]
-    engine = EncodingFakeEngine()
+    engine = FakeEngine()
     got = ForwardPMI(engine, window="matched").score([instruction], [group])[0]
     # The same scores and details (window 2, full token counts 5, 3, 2) ...
     assert [(s.value, s.unscored_reason, s.details) for s in got] == [
@@ -375,7 +384,7 @@ def test_pmi_matched_forces_only_the_window_and_scores_the_same() -> None:
 
 
 def test_forward_pmi_still_reads_every_token() -> None:
-    engine = EncodingFakeEngine()
+    engine = FakeEngine()
     scores = ForwardPMI(engine).score(
         ["whales huge"], [[Candidate("whales huge today"), Candidate("whales")]]
     )[0]
@@ -401,8 +410,8 @@ def test_windowed_pmi_matched_equals_forcing_whole_texts(
     # gives exactly the scores of forcing the whole texts and cutting after.
     instruction = " ".join(instruction_words)
     group = [Candidate(" ".join(words)) for words in groups]
-    whole = ForwardPMI(FakeEngine(), window="matched").score([instruction], [group])[0]
-    cut = ForwardPMI(EncodingFakeEngine(), window="matched").score([instruction], [group])[0]
+    whole = ForwardPMI(TextOnlyFakeEngine(), window="matched").score([instruction], [group])[0]
+    cut = ForwardPMI(FakeEngine(), window="matched").score([instruction], [group])[0]
     assert [(s.value, s.unscored_reason, s.details) for s in cut] == [
         (s.value, s.unscored_reason, s.details) for s in whole
     ]
@@ -455,3 +464,108 @@ def test_windowed_pmi_matched_scores_as_whole_texts_on_the_real_engine(real_engi
     for got, expected in zip(cut, whole, strict=True):
         assert [s.details for s in got] == [s.details for s in expected]
         assert [s.value for s in got] == pytest.approx([s.value for s in expected], abs=1e-4)
+
+
+# ------------------------------------------------- pmi_matched tokenises each response once
+
+
+class PreviousPMI(ForwardPMI):
+    """ForwardPMI with ``_reads`` as it was before responses were tokenised once: cut by
+    ``truncate``, then encoded again (kept here to compare results)."""
+
+    def _reads(self, candidates: Sequence[Candidate], prompt: str) -> list[_Read | None]:
+        engine = self.engine
+        encoder = engine if isinstance(engine, TokenEncoder) else None
+        if self.window != "matched":
+            encoder = None
+        reads: list[_Read | None] = []
+        for candidate in candidates:
+            if not candidate.text.strip():
+                reads.append(None)
+                continue
+            sampled = self._sampled(candidate, prompt)
+            if sampled is not None and candidate.logprobs is not None:
+                reads.append(_Read(sampled, list(candidate.logprobs[: len(sampled)])))
+                continue
+            text = engine.truncate(candidate.text, self.max_response_tokens)
+            if encoder is not None:
+                reads.append(_Read(tuple(encoder.encode(text)), None))
+            else:
+                reads.append(_Read(None, None, text))
+        return reads
+
+
+def test_pmi_matched_encodes_each_response_once_and_cuts_long_ones_by_hand() -> None:
+    engine = CountingFakeEngine()
+    scorer = ForwardPMI(engine, window="matched", max_response_tokens=3)
+    long_text = "blue whales are large animals"  # 5 words: cut to "blue whales are"
+    group = [Candidate(long_text), Candidate("whales blue sea"), Candidate("blue x")]
+    (row,) = scorer.score(["describe blue whales"], [group])
+    # PMI per token 4 for an instruction word, else 0 (see above): the cut reads
+    # [4, 4, 0], then [4, 4, 0] and [4, 0]; window 2 -> means 4, 4 and 2.
+    assert [s.value for s in row] == [pytest.approx(4.0), pytest.approx(4.0), pytest.approx(2.0)]
+    assert [s.details["tokens"] for s in row] == [3, 3, 2]
+    assert [s.details["window"] for s in row] == [2, 2, 2]
+    # Tokenised once each: the short responses and the instruction (cut to 512 tokens)
+    # once; the long one once, then its 3-word cut once (was: truncate, then encode).
+    assert engine.encoded == {
+        "describe blue whales": 1,
+        long_text: 1,
+        "blue whales are": 1,
+        "whales blue sea": 1,
+        "blue x": 1,
+    }
+    previous = CountingFakeEngine()
+    PreviousPMI(previous, window="matched", max_response_tokens=3).score(
+        ["describe blue whales"], [group]
+    )
+    assert previous.encoded[long_text] == 1 and previous.encoded["blue whales are"] == 1
+    assert previous.encoded["whales blue sea"] == 2 and previous.encoded["blue x"] == 2
+    assert previous.logprob_calls == engine.logprob_calls
+
+
+def test_sampled_candidates_are_not_encoded() -> None:
+    from bestofn.pipeline import BestOfN
+
+    engine = CountingFakeEngine()
+    best = BestOfN(engine, config=Config(scorer="pmi_matched"))
+    (selection,) = best.select(["Name a colour."])
+    # Every candidate's conditional pass came from its sampling call, with its ids.
+    assert best.last_stats.tokens_from_generation == 4 * 6
+    assert not any(engine.encoded[c.text] for c in selection.candidates)
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["blue", "whales", "a", "sea", "x", "deep"]), max_size=7),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.sampled_from(["blue", "whales", "deep", "sea"]), min_size=1, max_size=4),
+    st.integers(min_value=1, max_value=6),
+)
+@FUZZ
+def test_pmi_matched_scores_and_calls_as_before(
+    groups: list[list[str]], instruction_words: list[str], limit: int
+) -> None:
+    instruction = " ".join(instruction_words)
+    group = [Candidate(" ".join(words)) for words in groups]
+    now, before = CountingFakeEngine(), CountingFakeEngine()
+    got = ForwardPMI(now, window="matched", max_response_tokens=limit)
+    expected = PreviousPMI(before, window="matched", max_response_tokens=limit)
+    got_scores = got.score([instruction], [group])[0]
+    expected_scores = expected.score([instruction], [group])[0]
+    # Tokenised: the instruction once (cut to its limit), each non-empty response once,
+    # and each cut one's cut once more (before: every response twice, cut or not).
+    responses = [words for words in groups if words]
+    cut = sum(1 for words in responses if len(words) > limit)
+    assert sum(now.encoded.values()) == 1 + len(responses) + cut
+    assert sum(before.encoded.values()) == 1 + 2 * len(responses)
+    assert [(s.value, s.unscored_reason, s.details) for s in got_scores] == [
+        (s.value, s.unscored_reason, s.details) for s in expected_scores
+    ]
+    assert now.logprob_calls == before.logprob_calls
+    assert got.last_stats == expected.last_stats
+    assert least_pmi_tokens(got, [instruction], [group]) == least_pmi_tokens(
+        expected, [instruction], [group]
+    )

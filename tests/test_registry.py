@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from bestofn.scorers import (
     reply_schemas,
     resolve_scorer,
 )
+from bestofn.scorers.entry import factory_entry
 from bestofn.scorers.flip import FlipScorer
 from bestofn.values import Candidate
 
@@ -83,6 +85,57 @@ def test_one_flag_says_who_reads_the_sampled_logprobs() -> None:
         engine = FakeEngine()
         BestOfN(engine, config=Config(scorer=name)).select(["Name a colour."])
         assert engine.calls[0][0].logprobs is wanted
+
+
+TEACHER_FORCING = {"backward_ll", "backward_ll_sum", "forward_pmi", "pmi_matched"}
+"""The likelihood scorers; FLIP and the judges generate replies, the rest use no model."""
+
+
+@pytest.mark.parametrize("name", SCORER_NAMES)
+def test_one_flag_says_who_teacher_forces(name: str) -> None:
+    entry = SCORERS[name]
+    assert entry.teacher_forces is (name in TEACHER_FORCING)
+    # Every built-in states it: the flag is an argument of its entry, not the default.
+    source = inspect.getsource(sys.modules["bestofn.scorers"])
+    start = source.index(f'    "{name}": ScorerEntry(')
+    assert "teacher_forces=" in source[start : source.index("\n    ),", start)]
+    # And the scorer does what the flag says: on candidates from elsewhere (no sampled
+    # log-probabilities) it asks the engine for continuation log-probabilities or not.
+    engine = FakeEngine()
+    scorer = make_scorer(name, engine=engine, config=Config(), oracle_records=RECORDS)
+    scorer.score(["Write one line."], [[Candidate("One line."), Candidate("Two words")]])
+    assert bool(engine.logprob_calls) is entry.teacher_forces
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ({}, True),  # needs the engine, constrains no reply: taken to teacher-force
+        ({"reply_schemas": lambda config: []}, False),  # generates constrained replies
+        ({"needs_engine": False}, False),
+        ({"teacher_forces": False}, False),
+        ({"needs_engine": False, "teacher_forces": True}, True),
+        ({"reply_schemas": lambda config: [], "teacher_forces": True}, True),
+    ],
+)
+def test_a_factory_declares_teacher_forcing_or_gets_the_old_rule(
+    declared: dict[str, Any], expected: bool
+) -> None:
+    def factory(engine: Any, config: Any) -> Any:
+        return baselines.LengthScorer()
+
+    for key, value in declared.items():
+        setattr(factory, key, value)
+    assert factory_entry(factory, "plugin").teacher_forces is expected
+
+
+def test_a_factory_teacher_forces_flag_must_be_a_bool() -> None:
+    def factory(engine: Any, config: Any) -> Any:
+        return baselines.LengthScorer()
+
+    factory.teacher_forces = "yes"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r"plugin\.teacher_forces must be true or false"):
+        factory_entry(factory, "plugin")
 
 
 def test_context_reaches_only_a_scorer_whose_entry_takes_it() -> None:

@@ -25,9 +25,14 @@ def test_the_generator_samples_and_the_scoring_engine_scores() -> None:
     # would be the generator's, not the scoring model's.
     assert generator.calls and not scorer_engine.calls
     assert all(not r.logprobs for call in generator.calls for r in call)
-    # So the scoring model teacher-forces both passes itself (given + neutral each).
+    # So the scoring model teacher-forces both passes itself (given + neutral each) over
+    # the matched window (the shortest candidate's length; FakeEngine: one token per
+    # word), each distinct window once.
     assert not generator.logprob_calls
-    assert len(scorer_engine.logprob_calls[0]) == 2 * len(selection.candidates)
+    words = [c.text.split() for c in selection.candidates]
+    window = min(len(w) for w in words)
+    distinct = {tuple(w[:window]) for w in words}
+    assert len(scorer_engine.logprob_calls[0]) == 2 * len(distinct)
     assert best.last_stats.tokens_from_generation == 0
     record = engine_record(generator, scorer_engine)
     assert record["model"]["name"] == "big" and record["scoring_model"]["name"] == "small"

@@ -6,6 +6,7 @@ what is still valid when items are added or removed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bestofn.config import Config
-from bestofn.console import warn
+from bestofn.console import progress_bar, stage, warn
 from bestofn.engines.base import Engine
 from bestofn.inputs import InstructionItem
 from bestofn.pipeline import BestOfN, Task
@@ -101,18 +102,19 @@ def build_pool(
     )
     size = config.generation.batch_instructions
     try:
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            best.progress = f"pool {start + len(batch)}/{len(todo)}"
-            started = time.perf_counter()
-            pools = best.sample(
-                [Task(i.instruction, id=i.id, n=curve.n_max, max_tokens=longest) for i in batch]
-            )
-            seconds = time.perf_counter() - started
-            for item, pool in zip(batch, pools, strict=True):
-                store.write(_pool_record(item, pool))
-            store.write({"type": "batch", "items": len(batch), "seconds": round(seconds, 3)})
-            store.flush()
+        with progress_bar(len(todo), desc="pool", unit="instruction") as bar:
+            for start in range(0, len(todo), size):
+                batch = todo[start : start + size]
+                started = time.perf_counter()
+                pools = best.sample(
+                    [Task(i.instruction, id=i.id, n=curve.n_max, max_tokens=longest) for i in batch]
+                )
+                seconds = time.perf_counter() - started
+                for item, pool in zip(batch, pools, strict=True):
+                    store.write(_pool_record(item, pool))
+                store.write({"type": "batch", "items": len(batch), "seconds": round(seconds, 3)})
+                store.flush()
+                bar.update(len(batch))
     finally:
         store.close()
     return load_pool(engine, config, items, path)
@@ -206,7 +208,8 @@ def score_pool(
         overwrite=overwrite,
         match_keys=("kind", "model", "layout"),
     )
-    with store:  # each record written durably (fsync) before the next scoring call
+    with contextlib.ExitStack() as stack:  # each record durable (fsync) before the next call
+        stack.enter_context(store)
         _, records = read_results(path)
         done: dict[tuple[str, int], Scored] = {
             (n, length): Scored() for n in names for length in curve.lengths
@@ -237,16 +240,22 @@ def score_pool(
             )
             for name in names
         }
+        todo_of = {
+            key: [i for i, item_id in enumerate(pool.ids) if item_id not in entry.scores]
+            for key, entry in done.items()
+        }
+        total = sum(len(pool.token_ids[i]) for todo in todo_of.values() for i in todo)
+        bar = stack.enter_context(progress_bar(total, desc="score", unit="candidate"))
         for length in curve.lengths:
             candidates = pool.at_length(engine, length)
             if separate:  # the generator's log-probabilities are not the scoring model's
                 candidates = [[replace(c, logprobs=None) for c in row] for row in candidates]
             for name, scorer in scorers.items():
                 entry = done[(name, length)]
-                todo = [i for i, item_id in enumerate(pool.ids) if item_id not in entry.scores]
+                todo = todo_of[(name, length)]
                 if not todo:
                     continue
-                warn(f"scoring {name} at {length} tokens ({len(todo)} instructions)")
+                stage(f"{name} at {length} tokens")
                 best = BestOfN(engine, scorer, config, scoring_engine=scoring)
                 scores = best.score(
                     [pool.instructions[i] for i in todo], [candidates[i] for i in todo]
@@ -277,6 +286,7 @@ def score_pool(
                 entry.prompt_tokens += stats.scoring_prompt_tokens
                 entry.output_tokens += stats.scoring_output_tokens
                 entry.candidates += sum(len(row) for row in rows)
+                bar.update(sum(len(pool.token_ids[i]) for i in todo))
     for entry in done.values():
         entry.unscored = sum(1 for i in pool.ids for v in entry.scores[i] if v is None)
     return done

@@ -127,6 +127,7 @@ DEFAULT_YAML_COMMENTS: dict[str, str] = {
     "flip.reply_format": "json (structured output) or text (the whole reply)",
     "flip.max_reply_tokens": "token cap of one reconstruction",
     "flip.max_instruction_chars": 'bound on the JSON "instruction" string',
+    "flip.max_length_ratio": "caps each reconstruction at ratio x the real instruction's length (json: chars, text: tokens); null = no cap",
     "flip.k": "reconstructions per candidate; 1 = greedy",
     "flip.temperature": "used when k > 1",
     "flip.top_p": "used when k > 1",

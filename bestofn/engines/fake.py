@@ -96,6 +96,12 @@ class FakeEngine:
         # FakeEngine decodes ids another one produced (as a real tokenizer would).
         return int.from_bytes(word.encode("utf-8"), "big")
 
+    def encode(self, text: str) -> list[int]:
+        """The text's token ids, as the real engines' ``encode`` gives them: one per word,
+        the ids ``generate`` gives its sampled words (``count_tokens`` is their number and
+        ``decode`` joins them back with single spaces)."""
+        return [self._token_id(word) for word in text.split()]
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return " ".join(
             i.to_bytes((i.bit_length() + 7) // 8, "big").decode("utf-8") for i in token_ids

@@ -221,8 +221,11 @@ class VllmEngine(TokenizedEngine):
         ids, spans = self._scoring_ids(pairs)
         prompts = [self._tokens_prompt(prompt_token_ids=p) for p in ids]
         # One generated token is the least vLLM will do; prompt_logprobs=0 returns the
-        # log-probability of each prompt token itself.
-        params = self._sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        # log-probability of each prompt token itself. Only those numbers are read (not the
+        # one token's text, nor each logprob's decoded_token), so nothing is detokenised.
+        params = self._sampling_params(
+            max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False
+        )
         outputs = self._run(prompts, params, progress)
         results = []
         for output, (start, tail) in zip(outputs, spans, strict=True):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bestofn.config import EngineConfig
+from bestofn.console import command_bar_open, step, warn
 from bestofn.engines.base import Completion, EngineStats, GenerationRequest, TokenizedEngine
 from bestofn.errors import EngineError
 
@@ -300,12 +302,27 @@ class RemoteEngine(TokenizedEngine):
     def _run_calls(
         self, calls: Sequence[Call], progress: str | None
     ) -> list[tuple[Call, dict[str, Any]]]:
-        """Send every call (bounded per server), moving a failed server's calls to others."""
-        bar = None
-        if progress is not None:
-            from tqdm import tqdm
+        """Send every call (bounded per server), moving a failed server's calls to others.
 
-            bar = tqdm(total=len(calls), desc=progress, unit="req", dynamic_ncols=True)
+        A call named by ``progress`` counts its prompts as they come back: after the
+        command's bar while one is open (``console.step``), else in a bar of its own named
+        ``progress``. A dropped server is one line above the bar (``console.warn``)."""
+        bar = None
+        prompts = sum(len(call.positions) for call in calls)
+        answered = 0
+        if progress is not None:
+            if command_bar_open():
+                step(progress, 0, prompts)
+            else:
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=prompts,
+                    desc=progress,
+                    unit="prompt",
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                )
         done: list[tuple[Call, dict[str, Any]]] = []
         pending: dict[Future[dict[str, Any]], tuple[Call, Server]] = {}
 
@@ -323,13 +340,18 @@ class RemoteEngine(TokenizedEngine):
                     call, server = pending.pop(future)
                     try:
                         done.append((call, future.result()))
-                        if bar is not None:
-                            bar.update(1)
                     except ServerFault as exc:
                         if server.alive:
                             server.alive = False
                             server.fault = str(exc)[:300]
+                            self._dropped(server, bar)
                         submit(call)  # its work moves to another server (or none is left)
+                        continue
+                    answered += len(call.positions)
+                    if bar is not None:
+                        bar.update(len(call.positions))
+                    elif progress is not None:
+                        step(progress, answered, prompts)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -340,6 +362,17 @@ class RemoteEngine(TokenizedEngine):
             self.stats.generate_s += time.perf_counter() - started
             self.stats.calls += 1
         return done
+
+    def _dropped(self, server: Server, bar: Any) -> None:
+        """One line for the user: which server was dropped, why, and where its work goes
+        (above the command's bar, or above this call's own ``bar``)."""
+        left = sum(s.alive for s in self.servers)
+        moves = f"; its work moves to the {left} left" if left else ""
+        message = f"dropped the server {server.url} ({server.fault}){moves}"
+        if bar is not None:
+            bar.write(f"bestofn: {message}", file=sys.stderr)
+        else:
+            warn(message)
 
     # --- the engine protocol ----------------------------------------------------------
 

@@ -48,6 +48,10 @@ class ScorerEntry:
     reads_sampling_logprobs: bool = False
     """Reads the sampled tokens' log-probabilities when bestofn generated the candidates
     (the sampling call is asked for them)."""
+    teacher_forces: bool = False
+    """Scores by teacher forcing: asks the engine for the log-probabilities of given text
+    (``continuation_logprobs``, vLLM's prompt log-probabilities), so an engine started for
+    it warms that path up."""
     accepts_context: bool = False
     """``score`` takes ``contexts=`` (earlier chat turns, one per instruction)."""
     needs_records: bool = False
@@ -78,6 +82,7 @@ FACTORY_ATTRIBUTES = (
     "needs_engine",
     "settings",
     "reads_sampling_logprobs",
+    "teacher_forces",
     "accepts_context",
     "needs_records",
     "check_record",
@@ -90,9 +95,11 @@ FACTORY_ATTRIBUTES = (
 def factory_entry(target: Any, where: str) -> ScorerEntry:
     """The entry of a scorer a user adds: ``target`` is a ScorerEntry (taken as it is) or a
     factory ``(engine, config) -> scorer`` (a function or a class) whose optional attributes
-    declare the rest; unset, it needs an engine and reads nothing else. With
-    ``needs_records`` it is called ``(engine, config, records)``. ``where`` names the plugin
-    in errors."""
+    declare the rest; unset, it needs an engine and reads nothing else. Undeclared,
+    ``teacher_forces`` is what the warm-up inferred before the flag existed: a scorer that
+    needs the engine and declares no ``reply_schemas`` (it constrains no generated reply,
+    so it is taken to teacher-force). With ``needs_records`` it is called
+    ``(engine, config, records)``. ``where`` names the plugin in errors."""
     if isinstance(target, ScorerEntry):
         return target
     if not callable(target):
@@ -101,7 +108,13 @@ def factory_entry(target: Any, where: str) -> ScorerEntry:
             f"got {type(target).__name__}"
         )
     declared = {name: getattr(target, name) for name in FACTORY_ATTRIBUTES if hasattr(target, name)}
-    for name in ("needs_engine", "reads_sampling_logprobs", "accepts_context", "needs_records"):
+    for name in (
+        "needs_engine",
+        "reads_sampling_logprobs",
+        "teacher_forces",
+        "accepts_context",
+        "needs_records",
+    ):
         if name in declared and not isinstance(declared[name], bool):
             raise ConfigError(f"{where}.{name} must be true or false, got {declared[name]!r}")
     for name in ("check_record", "reply_schemas", "precheck"):
@@ -121,12 +134,16 @@ def factory_entry(target: Any, where: str) -> ScorerEntry:
         return scorer
 
     doc = (getattr(target, "__doc__", None) or "").strip().splitlines()
+    engine_needed = bool(declared.get("needs_engine", True))
     return ScorerEntry(
         summary=str(declared.get("summary") or (doc[0] if doc else where)),
         build=build,
-        needs_engine=declared.get("needs_engine", True),
+        needs_engine=engine_needed,
         settings=tuple(settings),
         reads_sampling_logprobs=declared.get("reads_sampling_logprobs", False),
+        teacher_forces=declared.get(
+            "teacher_forces", engine_needed and "reply_schemas" not in declared
+        ),
         accepts_context=declared.get("accepts_context", False),
         needs_records=needs_records,
         check_record=declared.get("check_record"),

@@ -225,7 +225,7 @@ class FlipScorer:
                 stats.candidates += 1
                 text = candidate.text
                 if text.strip() and text not in shown:
-                    shown[text] = self.engine.truncate(text, limit)
+                    shown[text] = shown_response(self.engine, candidate, limit)
         units: set[str] = set()
         caps = [self.cap_for(instruction) for instruction in instructions]
         for context, cap, group in zip(contexts, caps, candidates, strict=True):
@@ -304,6 +304,20 @@ class FlipScorer:
         return Score(value, spread=spread, details=details)
 
 
+def shown_response(engine: Engine, candidate: Candidate, limit: int) -> str:
+    """The candidate's text as the reconstructor sees it: cut to its first ``limit`` tokens.
+    A candidate that carries its generated token ids, no more than ``limit`` of them, is
+    shown whole without tokenising it again (the usual case: candidates are sampled with
+    fewer tokens than the limit); with more ids, or none, the engine cuts the text. So a
+    sampled candidate's length is its sampled tokens' count (which may include an
+    end-of-turn token, and in rare cases differs from the count of its text encoded
+    afresh)."""
+    ids = candidate.token_ids
+    if ids and len(ids) <= limit:
+        return candidate.text
+    return engine.truncate(candidate.text, limit)
+
+
 def _similarity_function(name: str) -> Callable[[str, str], float]:
     if name == "rouge_l":
         return rouge_l_f1
@@ -337,6 +351,6 @@ def least_prompt_tokens(
         cap = scorer.cap_for(instruction)
         for candidate in group:
             if candidate.text.strip():
-                shown = engine.truncate(candidate.text, scorer.config.max_response_tokens)
+                shown = shown_response(engine, candidate, scorer.config.max_response_tokens)
                 units[(shown, cap)] = None
     return sum(engine.count_tokens(scorer.prompt_for(shown)) for shown, _ in units)

@@ -268,14 +268,26 @@ class ForwardPMI(_TeacherForced):
             if sampled is not None and candidate.logprobs is not None:
                 reads.append(_Read(sampled, list(candidate.logprobs[: len(sampled)])))
                 continue
-            text = engine.truncate(candidate.text, self.max_response_tokens)
             if encoder is not None:
                 # The ids the engine itself would read for this text, so the window can
-                # cut them before the call.
-                reads.append(_Read(tuple(encoder.encode(text)), None))
+                # cut them before the call: one encoding, which also measures the text.
+                reads.append(_Read(self._encoded(encoder, candidate.text), None))
             else:
+                text = engine.truncate(candidate.text, self.max_response_tokens)
                 reads.append(_Read(None, None, text))
         return reads
+
+    def _encoded(self, encoder: TokenEncoder, text: str) -> tuple[int, ...]:
+        """The ids of ``text`` cut to ``max_response_tokens`` as the text path cuts it:
+        ``encode(truncate(text))``, where ``truncate`` is the Engine's (the first tokens
+        decoded back to text). A text within the limit is encoded once; a longer one is
+        decoded from its first ids and that text encoded (decoding and encoding again need
+        not give back the same ids)."""
+        ids = encoder.encode(text)
+        limit = self.max_response_tokens
+        if len(ids) <= limit:
+            return tuple(ids)
+        return tuple(encoder.encode(self.engine.decode(ids[:limit])))
 
     def score(
         self, instructions: Sequence[str], candidates: Sequence[Sequence[Candidate]]
