@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from bestofn import errors
 from bestofn.config import Config
@@ -694,26 +694,44 @@ def _execute(
     """Stream the stage's rows into the folder, durable after each block, under one bar."""
     with progress_bar(total, desc=desc, unit=unit) as bar:
         batches = iter(records.iter_batches(batch_size=None, batch_format="pyarrow"))
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except Exception as exc:  # Ray's exceptions carry the replica's error as text
-                raise job_error(exc) from None
-            written = 0
-            for kind, text in zip(
-                batch.column("type").to_pylist(), batch.column("record").to_pylist(), strict=True
-            ):
-                record = json.loads(text)
-                if kind == "stats":
-                    on_stats(record)
-                elif kind == "engine":
-                    folder.write_engine(record)
-                elif folder.write(record) and kind == "result":
-                    written += 1
-            folder.flush()
-            bar.update(written)
+        try:
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except Exception as exc:  # Ray's exceptions carry the replica's error as text
+                    raise job_error(exc) from None
+                written = 0
+                for kind, text in zip(
+                    batch.column("type").to_pylist(),
+                    batch.column("record").to_pylist(),
+                    strict=True,
+                ):
+                    record = json.loads(text)
+                    if kind == "stats":
+                        on_stats(record)
+                    elif kind == "engine":
+                        folder.write_engine(record)
+                    elif folder.write(record) and kind == "result":
+                        written += 1
+                folder.flush()
+                bar.update(written)
+        finally:
+            _stop(batches)
+
+
+def _stop(batches: Iterator[Any]) -> None:
+    """Stop Ray Data's execution behind ``batches`` now, while Ray is up. A job left
+    between batches (Ctrl-C while a block is being written) would otherwise stop when the
+    iterator is garbage-collected, after ``ray.shutdown()``: its Ray calls then start a new
+    local Ray instance, which delays the exit and outlives the command."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as exc:  # what ended the job is what the user must see
+            warn(f"could not stop the Ray Data job cleanly: {exc}")
 
 
 def _job(
@@ -783,6 +801,114 @@ def _factory(engine: Engine | None, engine_factory: EngineFactory | None) -> Eng
     return _Given(engine)
 
 
+class FolderOptions(TypedDict, total=False):
+    """The keywords ``run_to_folder`` and ``rerank_to_folder`` share besides ``replicas``
+    (``bestofn.commands.common.ray_options`` makes most of them from the flags)."""
+
+    address: str | None
+    """The Ray cluster (``--ray ADDRESS``); None: as ``ray.init()`` decides."""
+    engine: Engine | None
+    """An engine object each replica gets a copy of (it must pickle)."""
+    engine_factory: EngineFactory | None
+    """Builds each replica's engine in its process; replaces ``engine``."""
+    cache_file: str | None
+    """The reply cache (``--cache``)."""
+    memory_cache: bool
+    """An in-memory reply cache (``--no-cache``)."""
+    part_format: str
+    """``jsonl`` (default) or ``parquet`` (``--part-format``)."""
+    overwrite: bool
+    """Remove the folder's parts and summary first (``--overwrite``)."""
+    verbose: bool
+    """Ray's own logs and progress on stderr."""
+    part_rows: int | None
+    """Results per part file (default PART_ROWS)."""
+
+
+@dataclass
+class _Opened:
+    """A folder job, opened: its folder (ids already there are done) and what is left."""
+
+    folder: PartFolder
+    todo: list[Any]
+    resumed: int
+    replicas: Replicas
+    options: FolderOptions
+    factory: EngineFactory | None
+    ray_info: dict[str, Any]
+
+    def run(
+        self,
+        config: Config,
+        replica: type[_Replica],
+        batch_size: int,
+        *,
+        desc: str,
+        unit: str,
+        on_stats: Callable[[dict[str, Any]], None] = lambda row: None,
+        **extra: Any,
+    ) -> bool:
+        """The stage over what is left (``batch_size`` items a batch) into the folder;
+        True if it was interrupted (Ctrl-C). Nothing left: a warning, and False."""
+        if not self.todo:
+            warn("nothing left to do")
+            return False
+        options = self.options
+        return _job(
+            self.folder,
+            self.todo,
+            replica=replica,
+            replicas=self.replicas,
+            batch_size=batch_size,
+            address=options.get("address"),
+            verbose=options.get("verbose", False),
+            ray_info=self.ray_info,
+            desc=desc,
+            unit=unit,
+            on_stats=on_stats,
+            config=config,
+            engine_factory=self.factory,
+            cache_file=options.get("cache_file"),
+            memory_cache=options.get("memory_cache", False),
+            **extra,
+        )
+
+
+def _open_folder(
+    caller: str,
+    items: Sequence[Any],
+    output: str | os.PathLike[str],
+    header: dict[str, Any],
+    replicas: Replicas,
+    options: FolderOptions,
+    *,
+    match_keys: Sequence[str],
+    what: str,
+) -> _Opened:
+    """What both folder jobs do first: check the options, the engine factory, the folder
+    (its parts checked against ``header`` on ``match_keys``) and the ``items`` not yet in
+    it, with a warning naming how many of them (``what``) are."""
+    unknown = sorted(set(options) - set(FolderOptions.__annotations__))
+    if unknown:  # as an explicit keyword-only signature would
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    import_ray()  # a missing extra stops the command before the folder is made
+    factory = _factory(options.get("engine"), options.get("engine_factory"))
+    ray_info: dict[str, Any] = {"replicas": replicas.count}
+    folder = PartFolder(
+        output,
+        {**header, "ray": ray_info},
+        match_keys=match_keys,
+        part_format=options.get("part_format", "jsonl"),
+        overwrite=options.get("overwrite", False),
+        part_rows=options.get("part_rows"),
+    )
+    todo = [item for item in items if item.id not in folder.done]
+    resumed = len(items) - len(todo)
+    if resumed:
+        warn(f"resuming: {resumed} of {len(items)} {what} already in {folder.path}")
+    return _Opened(folder, todo, resumed, replicas, options, factory, ray_info)
+
+
 def run_to_folder(
     config: Config,
     items: Sequence[InstructionItem],
@@ -790,37 +916,25 @@ def run_to_folder(
     header: dict[str, Any],
     *,
     replicas: Replicas,
-    address: str | None = None,
-    engine: Engine | None = None,
-    engine_factory: EngineFactory | None = None,
-    cache_file: str | None = None,
-    memory_cache: bool = False,
-    part_format: str = "jsonl",
-    overwrite: bool = False,
     skipped_lines: int = 0,
-    verbose: bool = False,
-    part_rows: int | None = None,
+    **options: Unpack[FolderOptions],
 ) -> FolderRun:
     """``bestofn run --ray``: best-of-N over ``items`` on ``replicas``, the records in the
     part files of the folder ``output`` (ids already there are skipped), one progress bar,
     and the summary ``run`` prints (this job's counts and times; ``engine_start_s`` the
     slowest replica's) plus ``replicas``, ``resumed``, ``wall_s`` and ``parts``, also in
-    ``summary.json``."""
-    import_ray()  # a missing extra stops the command before the folder is made
-    factory = _factory(engine, engine_factory)
-    ray_info: dict[str, Any] = {"replicas": replicas.count}
-    folder = PartFolder(
+    ``summary.json``. ``options``: FolderOptions."""
+    opened = _open_folder(
+        "run_to_folder",
+        items,
         output,
-        {**header, "ray": ray_info},
+        header,
+        replicas,
+        options,
         match_keys=("kind", "config", "shard"),
-        part_format=part_format,
-        overwrite=overwrite,
-        part_rows=part_rows,
+        what="instructions",
     )
-    todo = [item for item in items if item.id not in folder.done]
-    resumed = len(items) - len(todo)
-    if resumed:
-        warn(f"resuming: {resumed} of {len(items)} instructions already in {folder.path}")
+    folder = opened.folder
     totals = RunStats()
     starts: dict[str, float] = {}
 
@@ -829,24 +943,13 @@ def run_to_folder(
         starts[row["replica"]] = float(row.get("engine_start_s") or 0.0)
 
     began = time.monotonic()
-    if not todo:
-        warn("nothing left to do")
-    elif _job(
-        folder,
-        todo,
-        replica=_Replica,
-        replicas=replicas,
-        batch_size=config.generation.batch_instructions,
-        address=address,
-        verbose=verbose,
-        ray_info=ray_info,
+    if opened.run(
+        config,
+        _Replica,
+        config.generation.batch_instructions,
         desc="run",
         unit="instructions",
         on_stats=on_stats,
-        config=config,
-        engine_factory=factory,
-        cache_file=cache_file,
-        memory_cache=memory_cache,
     ):
         warn(
             f"interrupted: {len(folder.done)} of {len(items)} instructions are in "
@@ -858,7 +961,7 @@ def run_to_folder(
     )
     summary.update(
         replicas=replicas.count,
-        resumed=resumed,
+        resumed=opened.resumed,
         duplicates_dropped=folder.duplicates,
         wall_s=round(time.monotonic() - began, 2),
         parts=[p.name for p in folder.written_parts],
@@ -879,56 +982,34 @@ def rerank_to_folder(
     header: dict[str, Any],
     *,
     replicas: Replicas,
-    address: str | None = None,
-    engine: Engine | None = None,
-    engine_factory: EngineFactory | None = None,
     batch_items: int | None = None,
     context: bool = False,
-    cache_file: str | None = None,
-    memory_cache: bool = False,
-    part_format: str = "jsonl",
-    overwrite: bool = False,
     extra_summary: dict[str, Any] | None = None,
-    verbose: bool = False,
-    part_rows: int | None = None,
+    **options: Unpack[FolderOptions],
 ) -> FolderRun:
     """``bestofn rerank --ray``: every scorer over ``items`` on ``replicas``, the records in
     the part files of the folder ``output`` (ids already there are skipped), one progress
     bar, and the summary ``rerank`` computes, over every result in the folder taken in
     input order (so its bootstrap intervals are the single-process ones), with
-    ``extra_summary``, ``replicas`` and ``output``; also in ``summary.json``."""
-    import_ray()  # a missing extra stops the command before the folder is made
-    factory = _factory(engine, engine_factory)
-    ray_info: dict[str, Any] = {"replicas": replicas.count}
-    folder = PartFolder(
+    ``extra_summary``, ``replicas`` and ``output``; also in ``summary.json``. ``options``:
+    FolderOptions."""
+    opened = _open_folder(
+        "rerank_to_folder",
+        items,
         output,
-        {**header, "ray": ray_info},
+        header,
+        replicas,
+        options,
         match_keys=("kind", "scorers", "context", "config", "shard"),
-        part_format=part_format,
-        overwrite=overwrite,
-        part_rows=part_rows,
+        what="items",
     )
-    todo = [item for item in items if item.id not in folder.done]
-    if len(todo) < len(items):
-        warn(f"resuming: {len(items) - len(todo)} of {len(items)} items already in {folder.path}")
-    if not todo:
-        warn("nothing left to do")
-    elif _job(
-        folder,
-        todo,
-        replica=_RerankReplica,
-        replicas=replicas,
-        batch_size=batch_items or _rerank_batch_items(),
-        address=address,
-        verbose=verbose,
-        ray_info=ray_info,
+    folder = opened.folder
+    if opened.run(
+        config,
+        _RerankReplica,
+        batch_items or _rerank_batch_items(),
         desc="rerank",
         unit="items",
-        on_stats=lambda row: None,
-        config=config,
-        engine_factory=factory,
-        cache_file=cache_file,
-        memory_cache=memory_cache,
         scorers=list(names),
         context=context,
     ):

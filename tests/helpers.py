@@ -235,3 +235,78 @@ def kill_when(
         process.wait(timeout=10)
     assert reached, f"the kill point was not reached in {timeout_s} s; stderr: {log.read_text()}"
     assert process.returncode == -signal.SIGKILL, "the process must die by SIGKILL, mid-run"
+
+
+# --- a CLI run interrupted mid-way (Ctrl-C) ----------------------------------------------
+
+
+def slow_cli_job(
+    args: Sequence[str],
+    delay_s: float,
+    cwd: Path,
+    log: Path,
+    *,
+    fsync_s: float = 0.0,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``slow_cli`` as a terminal's foreground job: in a session of its own, so its process
+    group holds it and what it starts (``interrupt_when`` sends Ctrl-C's SIGINT to the
+    group; the group is recorded for the end-of-run check). ``fsync_s`` slows its every
+    ``os.fsync`` (a slow disk), so a Ctrl-C sent once results show lands while they are
+    being made durable."""
+    from vllm_servers import start_in_own_group
+
+    code = (
+        "import os, sys, time; from bestofn.commands import main; "
+        "from bestofn.engines.fake import FakeEngine\n"
+        f"if {fsync_s!r}:\n"
+        f"    os.fsync = lambda fd, sync=os.fsync: (time.sleep({fsync_s!r}), sync(fd))[1]\n"
+        f"sys.exit(main(sys.argv[1:], engine=FakeEngine(delay_s={delay_s!r})))"
+    )
+    with log.open("wb") as err:
+        return start_in_own_group(
+            [sys.executable, "-c", code, *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=None if env is None else dict(env),
+        )
+
+
+def interrupt_when(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    log: Path,
+    timeout_s: float = 30,
+    exit_within_s: float = 60,
+) -> float:
+    """Poll (bounded in time) until ``ready()``, then send SIGINT to the process's group, as
+    Ctrl-C in a terminal does; the seconds it took to exit after that. A process that is
+    not ready in time, or does not exit within ``exit_within_s``, fails the test (its group
+    is killed first). The process must lead a group of its own (``slow_cli_job``)."""
+    assert os.getpgid(process.pid) == process.pid, "Ctrl-C needs a process group of its own"
+    deadline = time.monotonic() + timeout_s
+    reached = False
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if ready():
+                reached = True
+                break
+            time.sleep(0.02)
+        assert reached, (
+            f"the interrupt point was not reached in {timeout_s} s (exit code "
+            f"{process.poll()}); stderr: {log.read_text()[-3000:]}"
+        )
+        os.killpg(process.pid, signal.SIGINT)
+        sent = time.monotonic()
+        try:
+            process.wait(timeout=exit_within_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"still running {exit_within_s} s after Ctrl-C; stderr: {log.read_text()[-3000:]}"
+            )
+        return time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

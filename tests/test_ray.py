@@ -1,8 +1,9 @@
 """``run`` and ``rerank`` on Ray Data (``--ray``, bestofn/ray.py): a local Ray cluster is
 started once for these tests and ended with every process it started. Two replicas give
 the single-process records; a killed replica and a killed driver each end with every id
-exactly once; Parquet in and out; bad rows named; the Python API; without the extra, a
-clear error, and commands without --ray never import Ray."""
+exactly once; Ctrl-C stops the command promptly, leaving whole records and no Ray process;
+Parquet in and out; bad rows named; the Python API; without the extra, a clear error, and
+commands without --ray never import Ray."""
 
 from __future__ import annotations
 
@@ -26,16 +27,19 @@ from helpers import (
     RUN_ITEMS,
     call_main,
     complete_records,
+    interrupt_when,
     kill_when,
     of_type,
     pairs,
     read_jsonl,
     slow_cli,
+    slow_cli_job,
     write_jsonl,
 )
-from vllm_servers import leftover_processes
+from vllm_servers import Leftover, leftover_processes
 
 from bestofn.commands import main
+from bestofn.commands.common import EXIT_INTERRUPTED
 from bestofn.engines.base import Completion, GenerationRequest
 from bestofn.engines.fake import FakeEngine
 from bestofn.errors import InputError, ModelError
@@ -53,9 +57,25 @@ RAY_PROCESS_MARKS = (
 )
 
 
-def ray_processes() -> list[Any]:
-    """Live processes this test run started that belong to Ray (its cluster and workers)."""
-    return [p for p in leftover_processes() if any(m in p.command for m in RAY_PROCESS_MARKS)]
+def ray_processes(root: int | None = None, groups: set[int] | None = None) -> list[Leftover]:
+    """Live processes that belong to Ray (a cluster and its workers) among those process
+    ``root`` (default: this test run) started, or members of ``groups``."""
+    return [
+        p
+        for p in leftover_processes(root, groups)
+        if any(m in p.command for m in RAY_PROCESS_MARKS)
+    ]
+
+
+def outliving(started: Sequence[Leftover], timeout_s: float) -> list[Leftover]:
+    """Those of ``started`` still alive after up to ``timeout_s`` (each is then killed)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p.pid) for p in started):
+        time.sleep(0.2)
+    alive = [p for p in started if _alive(p.pid)]
+    for process in alive:
+        os.kill(process.pid, signal.SIGKILL)
+    return alive
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +105,7 @@ def ray_cluster() -> Iterator[str]:
     finally:
         started = ray_processes()
         ray.shutdown()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_alive(p.pid) for p in started):
-            time.sleep(0.2)
-        alive = [p for p in started if _alive(p.pid)]
-        for process in alive:
-            os.kill(process.pid, signal.SIGKILL)
+        alive = outliving(started, 30)
         assert not alive, f"Ray processes outlived ray.shutdown(): {alive}"
         # The check above saw the cluster itself, so it is not empty by accident.
         seen = " ".join(p.command for p in started)
@@ -141,6 +156,17 @@ def single_run(
     argv = ["run", str(source), "--config", str(config), "--no-cache", "--output", str(out)]
     assert call_main(argv, FakeEngine()) == expected_exit
     return results(read_jsonl(out))
+
+
+def run_into(
+    tmp_path: Path, run_config: Path, output: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The single-process records of ITEMS, and the ``run`` command line (no --ray yet) that
+    writes them to ``output``."""
+    source = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    expected = single_run(source, run_config, tmp_path / "single.jsonl")
+    argv = ["run", str(source), "--config", str(run_config), "--no-cache", "--output", output]
+    return expected, argv
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -269,10 +295,8 @@ def test_a_killed_replica_loses_and_repeats_nothing(
 def test_a_killed_driver_resumes_without_loss_or_repeats(
     ray_cluster: str, tmp_path: Path, run_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = write_jsonl(tmp_path / "in.jsonl", ITEMS)
-    expected = single_run(source, run_config, tmp_path / "single.jsonl")
     out = tmp_path / "out"
-    argv = ["run", str(source), "--config", str(run_config), "--no-cache", "--output", str(out)]
+    expected, argv = run_into(tmp_path, run_config, str(out))
     # The driver, in its own process and connected to the cluster by address, is killed
     # once some results are durable; the rerun has two replicas where it had one.
     log = tmp_path / "driver.log"
@@ -295,6 +319,56 @@ def test_a_killed_driver_resumes_without_loss_or_repeats(
     assert call_main([*argv, "--ray"], FakeEngine()) == 0
     assert "nothing left to do" in capsys.readouterr().err
     assert sorted(out.glob("part-*")) == parts
+
+
+def test_ctrl_c_stops_the_job_keeps_its_records_and_leaves_no_ray_process(
+    ray_cluster: str, tmp_path: Path, run_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    expected, argv = run_into(tmp_path, run_config, f"{out}/")
+    # As a user runs it in a terminal: no address, so the command starts a Ray cluster of
+    # its own; Ctrl-C (SIGINT to its process group) once results show, while a slow disk
+    # is still making them durable (the moment that once left Ray Data's job to stop after
+    # ray.shutdown(), starting a new local Ray that outlived the command).
+    log = tmp_path / "driver.log"
+    env = {**os.environ, "RAY_ADDRESS": "local"}  # a new cluster, whatever else is running
+    driver = slow_cli_job(
+        [*argv, "--ray", "--replicas", "2"], 0.5, tmp_path, log, fsync_s=0.5, env=env
+    )
+    first = out / "part-00000.jsonl"
+    started: list[Leftover] = []
+
+    def ready() -> bool:
+        if len(of_type(complete_records(first), "result")) < 2:
+            return False
+        started.extend(ray_processes(driver.pid, {driver.pid}))  # its cluster, at work
+        return True
+
+    interrupt_when(driver, ready, log, timeout_s=240, exit_within_s=30)
+    err = log.read_text()
+    assert driver.returncode == EXIT_INTERRUPTED, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    seen = " ".join(p.command for p in started)
+    assert "raylet" in seen and "gcs_server" in seen and "MapWorker" in seen, seen
+    alive = outliving([*started, *ray_processes(driver.pid, {driver.pid})], 15)
+    assert not alive, f"Ray processes outlived the interrupted command: {alive}"
+    # What it wrote is whole: every line parses (read_jsonl), and no id is there twice.
+    records = folder_records(out)
+    written = [r["id"] for r in of_type(records, "result")]
+    assert 2 <= len(written) < len(ITEMS) and len(set(written)) == len(written)
+    assert f"of {len(ITEMS)} instructions are in {out}; rerun the same command" in err
+    assert results(records) == [r for r in expected if r["id"] in written]
+    assert not (out / "summary.json").exists()
+    # The command again (on the session's cluster, one replica) does the rest, only the rest.
+    capsys.readouterr()
+    assert call_main([*argv, "--ray"], FakeEngine()) == 0
+    assert f"resuming: {len(written)} of {len(ITEMS)} instructions already in {out}" in (
+        capsys.readouterr().err
+    )
+    records = folder_records(out)
+    ids_once(records, [item["id"] for item in ITEMS])
+    assert results(records) == expected
+    assert json.loads((out / "summary.json").read_text())["resumed"] == len(written)
 
 
 def no_model() -> FakeEngine:
