@@ -72,6 +72,7 @@ def test_a_quiet_engine_outside_a_command_bar_shows_one_bar_named_by_the_call(
     drawn = bar_lines(err, "pool 2/8")
     assert drawn and "2/2" in drawn[-1], err
     assert all(line.startswith("pool 2/8:") for line in re.split(r"[\r\n]", err) if line)
+    assert "est. speed" not in err  # vLLM's postfix on the bar it is handed is not shown
 
 
 def test_verbose_shows_vllms_own_bars(verbose: None, capfd: pytest.CaptureFixture[str]) -> None:

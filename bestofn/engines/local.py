@@ -90,6 +90,7 @@ class VllmEngine(TokenizedEngine):
         self.model_id = model_path
         self.max_model_len = self.config.max_model_len
         """Context length: prompt plus reply must fit."""
+        started = time.perf_counter()  # the device check imports torch: an import
         self.device = _resolve_device(self.config)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
         self.stats = EngineStats()
@@ -102,7 +103,6 @@ class VllmEngine(TokenizedEngine):
         """Seconds of each start-up phase: ``imports`` (vLLM with torch and transformers;
         about 0 when this process already imported them) and ``engine`` here, then
         ``warmup`` and ``first_token`` (``warm_up``); ``open_engine`` adds ``model_files``."""
-        started = time.perf_counter()
         vllm = _import_vllm()
         self.startup_phases["imports"] = time.perf_counter() - started
         kwargs: dict[str, Any] = {
@@ -310,9 +310,19 @@ def _on_command_bar(name: str) -> Any:
     class Requests(tqdm):  # type: ignore[type-arg]
         monitor_interval = 0  # no monitor thread for these short-lived bars
 
+        @property
+        def postfix(self) -> None:
+            """vLLM's "est. speed input/output" text: not shown (the bar's rate is ours)."""
+            return None
+
+        @postfix.setter
+        def postfix(self, value: Any) -> None:
+            pass
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.inside = command_bar_open()
             where = _NoWhere() if self.inside else sys.stderr
+            kwargs.pop("postfix", None)
             super().__init__(*args, **{**kwargs, "desc": name, "file": where})
             if self.inside:
                 step(name, 0, self.total)
