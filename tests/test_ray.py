@@ -332,8 +332,12 @@ def test_ctrl_c_stops_the_job_keeps_its_records_and_leaves_no_ray_process(
     # ray.shutdown(), starting a new local Ray that outlived the command).
     log = tmp_path / "driver.log"
     env = {**os.environ, "RAY_ADDRESS": "local"}  # a new cluster, whatever else is running
+    # Engine calls of 2 s: on an idle machine too, later batches are still being computed
+    # when the first part holds results (with 0.5 s calls the executor could finish every
+    # batch before the slowed writes showed two results, and the Ctrl-C then met a job with
+    # nothing left to stop).
     driver = slow_cli_job(
-        [*argv, "--ray", "--replicas", "2"], 0.5, tmp_path, log, fsync_s=0.5, env=env
+        [*argv, "--ray", "--replicas", "2"], 2.0, tmp_path, log, fsync_s=0.5, env=env
     )
     first = out / "part-00000.jsonl"
     started: list[Leftover] = []
