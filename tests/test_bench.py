@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bestofn.commands import main
 from bestofn.config import Config
 from bestofn.engines.base import GenerationRequest
@@ -241,3 +243,20 @@ def test_the_start_up_target_is_10_s_with_native_bf16_and_20_s_without() -> None
     assert (with_bf16["target"], with_bf16["met"]) == ("<= 10.0", False)
     assert (without["target"], without["met"]) == ("<= 20.0", True)
     assert verdict(result)["flip_overhead"] == {"target": "<= 1.1", "median": 1.05, "met": True}
+
+
+def test_an_engine_on_a_gpu_gets_the_10_s_start_up_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CPU here has no native bf16 (forced): a CPU engine is held to 20 s, a GPU one
+    # (the engine names its device "gpu") to 10 s.
+    monkeypatch.setattr("bestofn.jobs.bench._bf16", lambda: False)
+    targets = {}
+    for device in ("cpu", "gpu"):
+        engine = FakeEngine()
+        engine.info = {**getattr(engine, "info", {}), "device": device}  # type: ignore[attr-defined]
+        out = tmp_path / f"bench_{device}.json"
+        argv = ["bench", "--quick", "--output", str(out), "--limit", "1", "--repeats", "1"]
+        assert main([*argv, "--scorer", "pmi_matched"], engine=engine) == 0
+        targets[device] = json.loads(out.read_text())["targets"]["engine_start_s"]["target"]
+    assert targets == {"cpu": "<= 20.0", "gpu": "<= 10.0"}
