@@ -116,10 +116,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, log: Path, config: str | None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "bestofn", "serve", "--host", "127.0.0.1"]
+def start_server(
+    port: int,
+    log: Path,
+    config: str | None,
+    extra_env: dict[str, str] | None = None,
+    probe: bool = False,
+) -> subprocess.Popen[bytes]:
+    """`bestofn serve` in a session of its own, with ``extra_env`` added to its environment;
+    with ``probe``, under experiments/soak_probe.py (``extra_env`` holds its SOAK_PROBE_*)."""
+    runner = [str(HERE / "soak_probe.py")] if probe else ["-m", "bestofn"]
+    command = [sys.executable, *runner, "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port)] + (["--config", config] if config else [])
     env = {k: v for k, v in os.environ.items() if k != "BESTOFN_API_KEY"}
+    env.update(extra_env or {})
+    if probe:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
         return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
@@ -265,6 +277,15 @@ def memory_loop(
             return
 
 
+def probe_rows(path: Path, zero_monotonic: float) -> list[dict[str, Any]]:
+    """The probe's samples (experiments/soak_probe.py), ``t_s`` counted from the start of the
+    load (both processes read the same monotonic clock)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [{"t_s": round(row.pop("monotonic_s") - zero_monotonic, 1), **row} for row in rows]
+
+
 # --- the report ---------------------------------------------------------------------------
 
 
@@ -393,10 +414,39 @@ def markdown(result: dict[str, Any]) -> str:
         f"- stop: {result['stop']['stopped_by']}, exit code {result['stop']['exit_code']}, "
         f"processes left in its group: {len(result['stop']['left_in_group'])}",
     ]
+    if result.get("probe"):
+        lines += probe_table(result["probe"])
     if result["error_samples"]:
         lines += ["", "Errors (first few):", ""]
         lines += [f"- {e}" for e in result["error_samples"]]
     return "\n".join(lines) + "\n"
+
+
+def probe_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The probe's samples (MiB): where the resident memory is, minute by minute."""
+    trim = "rss_after_trim_mib" in rows[0]
+    lines = [
+        "",
+        "Memory probe (MiB; t from the start of the load; anonymous = heap and other private "
+        "pages; C heap as glibc's mallinfo2 counts it; Python heap as tracemalloc counts it"
+        + ("; after trim = RSS after malloc_trim(0)" if trim else "")
+        + "):",
+        "",
+        "| t s | RSS | anonymous | file | Python heap | C heap in use | C heap free | mmapped |"
+        + (" after trim |" if trim else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if trim else ""),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['t_s']:.0f} | {r['rss_mib']:.0f} | {r['anon_mib']:.0f} | {r['file_mib']:.0f} "
+            f"| {r['python_heap_mib']:.1f} | {r['c_heap_in_use_mib']:.0f} | "
+            f"{r['c_heap_free_mib']:.0f} | {r['c_mmapped_mib']:.0f} |"
+            + (f" {r['rss_after_trim_mib']:.0f} |" if trim else "")
+        )
+    last = rows[-1]["top_python_sites"][:5]
+    lines += ["", "Largest Python allocation sites at the last sample:", ""]
+    lines += [f"- {site['site']}: {site['mib']} MiB" for site in last]
+    return lines
 
 
 def cpu_name() -> str:
@@ -425,6 +475,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="YAML config for the server")
     parser.add_argument("--note", default="", help="a remark for the report (machine load)")
     parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the server only (repeatable), e.g. glibc's "
+        "MALLOC_ARENA_MAX=2 to compare allocator settings",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="run the server under experiments/soak_probe.py: resident memory split into "
+        "Python heap, C heap and the rest at every memory sample (key 'probe')",
+    )
+    parser.add_argument(
+        "--probe-trim",
+        action="store_true",
+        help="with --probe: call malloc_trim(0) after each sample and record memory after it",
+    )
+    parser.add_argument(
         "--output-stem",
         default=str(HERE / "results" / "soak"),
         help="writes STEM.json and STEM.md (default experiments/results/soak)",
@@ -432,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.window <= 0 or args.clients < 1:
         parser.error("--minutes and --window must be > 0 and --clients >= 1")
+    bad = [item for item in args.server_env if not item.partition("=")[0] or "=" not in item]
+    if bad:
+        parser.error(f"--server-env takes KEY=VALUE, got {bad[0]!r}")
+    server_env = dict(item.partition("=")[::2] for item in args.server_env)
 
     instructions = [
         json.loads(line)["instruction"]
@@ -442,7 +515,19 @@ def main(argv: list[str] | None = None) -> int:
     log = workdir / "server.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(port, log, args.config)
+    probe_out = workdir / "probe.jsonl"
+    probe = (
+        {
+            "SOAK_PROBE_OUT": str(probe_out),
+            "SOAK_PROBE_EVERY": str(args.memory_every),
+            "SOAK_PROBE_TRIM": "1" if args.probe_trim else "0",
+        }
+        if args.probe or args.probe_trim
+        else None
+    )
+    server = start_server(
+        port, log, args.config, {**server_env, **(probe or {})} or None, probe is not None
+    )
     # A polite kill of this script stops the server too (the finally below), as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     outcomes: list[Outcome] = []
@@ -513,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "settings": {
+            "probe": probe is not None,
+            "probe_trim": bool(args.probe_trim),
+            "server_env": server_env,
             "minutes": args.minutes,
             "window_minutes": args.window,
             "clients": args.clients,
@@ -541,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         "stop": stopped,
         "server_log_tail": tail(log, 800) if errors else "",
         "outcomes": [asdict(o) for o in measured],
+        "probe": probe_rows(probe_out, clock.origin + start_s),
         "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
