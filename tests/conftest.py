@@ -50,6 +50,24 @@ def no_process_outlives_the_run() -> Iterator[None]:
         )
 
 
+@pytest.fixture(autouse=True)
+def allocator_left_alone(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """`bestofn serve` sets glibc's malloc up for a long run (bestofn/server/allocator.py);
+    in the tests it runs in the one pytest process, where that would change every later
+    test's allocator. Here it only counts its calls (tests/test_allocator.py tests the real
+    function on its own)."""
+    from bestofn.server import allocator
+
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, int]:
+        calls.append(1)
+        return {}
+
+    monkeypatch.setattr(allocator, "tune_allocator", counted)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def real_engine() -> Iterator[Any]:
     """The embedded SmolLM2-135M model on vLLM (built into the cache on first use)."""

@@ -64,6 +64,11 @@ def cmd_serve(args: argparse.Namespace, engine: Engine | None = None) -> int:
             f"serving on {args.host} without an API key: anyone who can reach this port can "
             "use the engine; pass --api-key or set BESTOFN_API_KEY"
         )
+    if config.server.tune_allocator:
+        # Before the engine starts: mallopt's arena limit holds for threads started later.
+        from bestofn.server import allocator
+
+        allocator.tune_allocator()
     try:
         warm = warm_up_for([config.scorer], config, generates=True)
         with (

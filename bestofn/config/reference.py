@@ -170,6 +170,7 @@ DEFAULT_YAML_COMMENTS: dict[str, str] = {
     "server.max_batch_requests": "requests merged into one engine batch",
     "server.batch_window_ms": "wait for more requests after the first",
     "server.cache_entries": "scorer replies kept in memory (least recently used dropped)",
+    "server.tune_allocator": "glibc malloc set up for a long run (arenas, mmap threshold)",
 }
 """The comment after each key of configs/default.yaml, by dotted key (a section's by its
 name; ``scorer_engine`` shares ``engine``'s); a key without one has none."""

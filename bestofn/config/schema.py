@@ -288,6 +288,12 @@ class ServerConfig:
     cache_entries: int = constrained(4096, ">= 0", lambda v: v >= 0)
     """Scorer replies (reconstructions, verdicts) kept in memory; the least recently used
     are forgotten, so a long-running server does not grow without bound."""
+    tune_allocator: bool = True
+    """On glibc, set malloc up for a long run before the engine starts (at most two arenas,
+    blocks of 256 KiB or more mapped on their own): with glibc's defaults the engine's
+    changing activation sizes leave freed memory resident and the server grows
+    (``bestofn/server/allocator.py``). Variables MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_
+    the user set win."""
 
 
 @dataclass(frozen=True)
