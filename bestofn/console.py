@@ -114,6 +114,12 @@ def step(name: str, done: int | None = None, total: float | None = None) -> None
         _shown = (name, now)
 
 
+def advance(done: int = 1) -> None:
+    """Count ``done`` more items on the command's bar, if one is open; nothing otherwise."""
+    if _bar is not None:
+        _bar.update(done)
+
+
 @contextlib.contextmanager
 def held_back() -> Iterator[None]:
     """In quiet mode, hold back everything written to stderr inside the block, by any

@@ -133,6 +133,26 @@ def test_rerank_shows_one_bar_of_items(tmp_path: Path, capsys: pytest.CaptureFix
     assert drawn and "3/3" in drawn[-1]
 
 
+def test_bench_shows_one_bar_of_its_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --quick, 2 repeats, 2 scorers: per round one generation and one step per scorer
+    # (2 x 3), then the loop's generation and one step per round (1 + 2): 9 steps.
+    argv = ["bench", "--quick", "--limit", "1", "--repeats", "2", "--scorer", "flip,length"]
+    assert call_main([*argv, "--output", str(tmp_path / "b.json")], FakeEngine()) == 0
+    err = capsys.readouterr().err
+    drawn = bar_lines(err, "bench")
+    assert drawn, err
+    assert "| 0/9 " in drawn[0] and "| 9/9 " in drawn[-1]
+    assert any("round 2/2: length" in line for line in drawn)
+    # No other bar: the engine's calls count on this one, and no round is a line of its own.
+    bars = {
+        m.group(1) for part in re.split(r"[\r\n]", err) if (m := re.match(r"^(.+?): +\d+%\|", part))
+    }
+    assert bars == {"bench"}
+    assert "bench round" not in err
+
+
 # --- the real engine ----------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bestofn.config import Config
-from bestofn.console import warn
+from bestofn.console import advance, progress_bar, stage, warn
 from bestofn.engines import open_engine
 from bestofn.engines.base import Completion, Engine, GenerationRequest, peak_rss_mib
 from bestofn.pipeline import BestOfN
@@ -147,12 +147,14 @@ def engine_start_runs(config: Config, repeats: int) -> list[dict[str, Any]]:
         total = time.perf_counter() - started
         if done.returncode != 0:
             warn(f"an engine start-up run failed: {done.stderr[-400:]}")
+            advance()
             continue
         run = json.loads(done.stdout.strip().splitlines()[-1])
         if not run.get("phases"):
             run.pop("phases", None)
         runs.append({**run, "start_to_first_token_s": run["init_s"] + run["first_token_s"]})
         runs[-1]["process_s"] = total
+        advance()
     return runs
 
 
@@ -334,13 +336,14 @@ def headline(
     pool = None
     previous: dict[str, tuple[list[list[str]], list[EngineCall]]] = {}
     for round_ in range(repeats):
-        warn(f"bench round {round_ + 1}/{repeats}: generation (N={n}, {tokens} tokens)")
+        stage(f"round {round_ + 1}/{repeats}: generation (N={n}, {tokens} tokens)")
         pool = generate(engine, config, texts, n, tokens)
         generation.append(pool.seconds)
+        advance()
         shown = [[c.text for c in row] for row in pool.candidates]
         order = list(scorers[round_ % len(scorers) :]) + list(scorers[: round_ % len(scorers)])
         for name in order:
-            warn(f"bench round {round_ + 1}/{repeats}: {name}")
+            stage(f"round {round_ + 1}/{repeats}: {name}")
             earlier = previous.get(name)
             bare_first = round_ % 2 == 1 and earlier is not None and earlier[0] == shown
             bare = replay(engine, earlier[1]) if bare_first and earlier else None
@@ -351,6 +354,7 @@ def headline(
             run["bare_first"] = bare_first
             previous[name] = (shown, run["calls"])
             rows[name].append(run)
+            advance()
     assert pool is not None
     result: dict[str, Any] = {
         "n": n,
@@ -396,12 +400,14 @@ def loop_ratio(engine: Engine, config: Config, texts: list[str], repeats: int) -
     time goes: the engine's fixed cost per call (a one-token call, timed beside it) times
     its calls, against the rest (the compute of its prompts and replies, unbatched)."""
     n, tokens = HEADLINE
+    stage("loop: generation")
     pool = generate(engine, config, texts, n, tokens)
+    advance()
     batched: list[float] = []
     looped: list[dict[str, float]] = []
     fixed: list[float] = []
     for round_ in range(repeats):
-        warn(f"bench loop round {round_ + 1}/{repeats}")
+        stage(f"loop round {round_ + 1}/{repeats}")
         steps: list[Callable[[], None]] = [
             lambda: batched.append(score_once(engine, config, LOOP_SCORER, pool)["seconds"]),
             lambda: looped.append(loop_once(engine, config, LOOP_SCORER, pool)),
@@ -409,6 +415,7 @@ def loop_ratio(engine: Engine, config: Config, texts: list[str], repeats: int) -
         for step in steps if round_ % 2 == 0 else reversed(steps):
             step()
         fixed.append(statistics.median(first_token_s(engine) for _ in range(3)))
+        advance()
     loop_s = [r["seconds"] for r in looped]
     # Timings are rounded to milliseconds: a stand-in engine's can be 0.0.
     speedups = [lo / max(b, 1e-9) for lo, b in zip(loop_s, batched, strict=True)]
@@ -443,15 +450,18 @@ def growth(
     """Scoring cost across N and length, from ONE pool at the largest N and length (with
     fixed seeds the first N candidates and the first L tokens are what smaller settings
     sample), so each point costs only its scoring."""
+    stage("growth: generation")
     pool = generate(engine, config, texts, max(GROWTH_N), max(GROWTH_TOKENS))
+    advance()
     points = []
     for n in GROWTH_N:
         for tokens in GROWTH_TOKENS:
             cut = [[c.at_length(tokens, engine.decode) for c in row[:n]] for row in pool.candidates]
             sub = Pool(texts, cut, 0.0)
             for name in scorers:
-                warn(f"bench growth: N={n}, {tokens} tokens, {name}")
+                stage(f"growth: N={n}, {tokens} tokens, {name}")
                 run = score_once(engine, config, name, sub)
+                advance()
                 candidates = sum(len(r) for r in cut)
                 points.append(
                     {
@@ -499,7 +509,7 @@ def remote_row(
     for round_ in range(repeats):
         pair = [("local", engine), ("remote", remote)]
         for label, which in pair if round_ % 2 == 0 else reversed(pair):
-            warn(f"bench remote round {round_ + 1}/{repeats}: {label}")
+            stage(f"remote round {round_ + 1}/{repeats}: {label}")
             calls = which.stats.calls
             pool = generate(which, config, texts, n, tokens)
             scored = score_once(which, config, REMOTE_SCORER, pool)
@@ -511,6 +521,7 @@ def remote_row(
                     "calls": which.stats.calls - calls,
                 }
             )
+            advance()
     ratios = [
         r["seconds"] / lo["seconds"] for r, lo in zip(runs["remote"], runs["local"], strict=True)
     ]
@@ -604,8 +615,16 @@ def run_bench(
     scorers: Sequence[str] = SCORERS,
 ) -> dict[str, Any]:
     first = first_token_s(engine)  # also the engine's warm-up, outside every timed row
-    point = headline(engine, config, texts, repeats, scorers)
-    loop = loop_ratio(engine, config, texts[:loop_instructions], repeats)
+    steps = repeats * (1 + len(scorers)) + 1 + repeats  # the headline point; the loop
+    steps += 0 if quick else 1 + len(GROWTH_N) * len(GROWTH_TOKENS) * len(scorers)
+    steps += 0 if remote is None else 2 * repeats
+    with progress_bar(steps, desc="bench", unit="step"):
+        point = headline(engine, config, texts, repeats, scorers)
+        loop = loop_ratio(engine, config, texts[:loop_instructions], repeats)
+        grown = None if quick else growth(engine, config, texts[:growth_instructions], scorers)
+        remote_point = (
+            None if remote is None else remote_row(engine, remote, config, texts, repeats)
+        )
     start = start_runs or [{"start_to_first_token_s": engine.stats.start_s + first}]
     result: dict[str, Any] = {
         f"{LOOP_SCORER}_over_generation": point["scorers"]
@@ -621,10 +640,10 @@ def run_bench(
         "engine_start_runs": start,
         "repeats": repeats,
     }
-    if not quick:
-        result["growth"] = growth(engine, config, texts[:growth_instructions], scorers)
-    if remote is not None:
-        result["remote"] = remote_row(engine, remote, config, texts, repeats)
+    if grown is not None:
+        result["growth"] = grown
+    if remote_point is not None:
+        result["remote"] = remote_point
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -768,8 +787,9 @@ def bench(
     ``remote_url`` beside it if given; returns the result ``run_bench`` describes."""
     start_runs = None
     if engine is None and config.engine.backend == "local":
-        warn(f"bench: {repeats} engine start-ups in fresh processes")
-        start_runs = engine_start_runs(config, repeats) or None
+        with progress_bar(repeats, desc="bench start-ups", unit="start"):
+            stage("engine start-up in a fresh process")
+            start_runs = engine_start_runs(config, repeats) or None
     with contextlib.ExitStack() as stack:
         # Every timed scorer's reply grammars compile at start-up, not in its first timing.
         schemas: list[dict[str, Any]] = []
