@@ -52,8 +52,9 @@ def one_run(tuned: bool, limit: int, workdir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - started
     if process.returncode:
         raise SystemExit(f"bestofn run failed ({process.returncode}):\n{stderr[-2000:]}")
-    line = next(x for x in stderr.splitlines() if x.startswith("summary "))
-    summary = json.loads(line[len("summary ") :])
+    # The run's summary line: "bestofn: summary {...}" on stderr.
+    line = next(x for x in stderr.splitlines() if x.startswith("bestofn: summary "))
+    summary = json.loads(line.partition("summary ")[2])
     return {
         "tuned": tuned,
         "generation_s": summary["generation_s"],
