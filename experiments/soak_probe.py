@@ -17,7 +17,6 @@ tracemalloc slows Python a little; a probed run's latencies are not the plain so
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -49,7 +48,12 @@ class MallInfo2(ctypes.Structure):
 
 
 def _libc() -> Any:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    """glibc as bestofn.server.allocator finds it, with the two calls the probe makes."""
+    from bestofn.server.allocator import glibc
+
+    libc = glibc()
+    if libc is None:
+        raise SystemExit("soak_probe: the C library is not glibc (no mallinfo2 to read)")
     libc.mallinfo2.restype = MallInfo2
     libc.malloc_trim.argtypes = [ctypes.c_size_t]
     libc.malloc_trim.restype = ctypes.c_int
