@@ -227,37 +227,106 @@ def selection_ranking(cells: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+CURVE_DIRS = {
+    "smollm2-135m-instruct": HERE / "results" / "curve_ifeval_size_1p5b_by_135m",
+    "qwen2.5-coder-1.5b-instruct": HERE / "results" / "curve_ifeval_size_1p5b",
+}
+"""The IFEval curve's output folder per scoring model (size_curve.py; the 1.5B model
+generates the pool in both)."""
+CURVE_K = 8
+MODEL_TICKS = {
+    "smollm2-135m-instruct": "SmolLM2\n135M",
+    "gemma-3-270m": "Gemma 3\n270M",
+    "qwen2.5-coder-1.5b-instruct": "Qwen2.5\n1.5B",
+}
+
+
+def curve_gains() -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per scoring model and selector: the paired gain over best-of-1 at k = CURVE_K
+    (mean, low, high), from a finished curve's curve.csv (a curve still being scored has
+    none)."""
+    import csv
+
+    gains: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for model, folder in CURVE_DIRS.items():
+        path = folder / "curve.csv"
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if int(row["k"]) == CURVE_K:
+                    gains.setdefault(model, {})[row["scorer"]] = (
+                        float(row["gain_over_best_of_1"]),
+                        float(row["gain_ci_low"]),
+                        float(row["gain_ci_high"]),
+                    )
+    return gains
+
+
 def figure(cells: dict[str, Any], path: Path) -> None:
-    """Gain over random (paired, with its interval) against scoring-model parameters."""
+    """Gain against scoring-model parameters, one line per scorer with its paired
+    interval: over random on each preference set, over best-of-1 on the IFEval curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SET_SLICES), figsize=(11, 4.2), sharey=True)
-    for ax, set_name in zip(np.atleast_1d(axes), SET_SLICES, strict=True):
-        for variant in VARIANTS:
-            if variant in (BASELINE, "length") or variant.startswith("flip_"):
-                continue
-            xs, ys, lo, hi = [], [], [], []
+    scorers = [v for v in VARIANTS if v not in (BASELINE, "length") and not v.startswith("flip_")]
+    colours = {v: f"C{i}" for i, v in enumerate(scorers)}
+    panels: list[tuple[str, dict[str, list[tuple[float, float, float, float]]]]] = []
+    for set_name in SET_SLICES:
+        lines: dict[str, list[tuple[float, float, float, float]]] = {}
+        for variant in scorers:
             for model, params in MODELS.items():
                 c = cells.get(model, {}).get(variant, {}).get(set_name)
                 d = c.get("minus_random") if c else None
                 if d is None or c["n"] < c["of"]:
                     continue
-                xs.append(params)
-                ys.append(d["diff"])
-                lo.append(d["diff"] - d["ci_low"])
-                hi.append(d["ci_high"] - d["diff"])
-            if xs:
-                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=variant)
+                lines.setdefault(variant, []).append((params, d["diff"], d["ci_low"], d["ci_high"]))
+        panels.append((f"{SET_LABELS[set_name]}, test half:\nagreement minus random", lines))
+    curve: dict[str, list[tuple[float, float, float, float]]] = {}
+    for model, by_scorer in curve_gains().items():
+        for variant in scorers:
+            if variant in by_scorer:
+                curve.setdefault(variant, []).append((MODELS[model], *by_scorer[variant]))
+    panels.append(
+        (
+            f"IFEval test half, 1.5B generating:\nbest-of-{CURVE_K} minus best-of-1",
+            curve,
+        )
+    )
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.4), sharex=True)
+    for ax, (title, lines) in zip(axes, panels, strict=True):
+        for variant, points in lines.items():
+            xs, ys, lo, hi = zip(*points, strict=True)
+            # each scorer a little to the side, so that intervals at one size do not overlap
+            dodge = 10 ** (0.025 * (scorers.index(variant) - (len(scorers) - 1) / 2))
+            xs = tuple(x * dodge for x in xs)
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[
+                    [y - low for y, low in zip(ys, lo, strict=True)],
+                    [high - y for y, high in zip(ys, hi, strict=True)],
+                ],
+                marker="o",
+                capsize=3,
+                color=colours[variant],
+                label=variant,
+            )
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xticks(list(MODELS.values()), [MODEL_TICKS[m] for m in MODELS], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlim(100e6, 2.5e9)
         ax.set_xlabel("scoring-model parameters")
-        ax.set_title(f"{SET_LABELS[set_name]}, test half", fontsize=9)
-    np.atleast_1d(axes)[0].set_ylabel("agreement minus random (paired, 95 % CI)")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle("Preference agreement gain over random vs scoring-model size", fontsize=10)
+        ax.set_title(title, fontsize=9)
+        if not lines:
+            ax.text(0.5, 0.5, "still running", ha="center", transform=ax.transAxes)
+    axes[0].set_ylabel("paired gain (95 % CI)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Selection gain vs scoring-model size (complete cells only)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
