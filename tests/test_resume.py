@@ -159,19 +159,26 @@ def test_rerank_sigkill_then_resume_equals_uninterrupted(
 # --- curve -------------------------------------------------------------------------------
 
 
-def csv_without_seconds(path: Path) -> list[dict[str, str]]:
-    """The curve rows minus wall-clock seconds (the only column that depends on timing)."""
+def csv_without_costs(path: Path) -> list[dict[str, str]]:
+    """The curve rows minus what they cost: wall-clock seconds, and the reconstruction
+    tokens, which a resumed run spends again on responses that the killed process had
+    reconstructed for an earlier batch and kept in memory for a later one."""
+    costs = ("seconds", "reconstruction_tokens")
     with path.open(encoding="utf-8", newline="") as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+        return [{k: v for k, v in row.items() if k not in costs} for row in csv.DictReader(handle)]
 
 
-def scores_by_key(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    scores = of_type(records, "scores")
-    keys = [(r["scorer"], r["length"]) for r in scores]
-    assert len(keys) == len(set(keys)), f"a (scorer, length) was scored twice: {keys}"
-    return {
-        (r["scorer"], r["length"]): {k: v for k, v in r.items() if k != "seconds"} for r in scores
-    }
+def scores_by_key(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], Any]:
+    """Each (scorer, length, instruction)'s scores, unscored reasons and settings; the
+    scores are stored a batch of instructions per record, and none may be stored twice."""
+    keyed: dict[tuple[str, int, str], Any] = {}
+    for r in of_type(records, "scores"):
+        reasons = r["reasons"]
+        for i, item_id in enumerate(r["ids"]):
+            key = (r["scorer"], r["length"], item_id)
+            assert key not in keyed, f"{key} was scored twice"
+            keyed[key] = (r["scores"][i], reasons[i], r["settings"])
+    return keyed
 
 
 @pytest.mark.parametrize("phase", ["pool", "scores"])
@@ -188,7 +195,8 @@ def test_curve_sigkill_then_rerun_equals_uninterrupted(
     command = ["curve", str(config), "--no-cache", "--output-dir", str(killed)]
     pool, scores = killed / "pool.jsonl", killed / "scores.jsonl"
     log = tmp_path / "killed.err"
-    # Each generate call sleeps 0.3 s: 4 pool calls, then one FLIP call per length.
+    # Each generate call sleeps 0.3 s: 4 pool calls, then one FLIP call per length and
+    # instruction (generation.batch_instructions is 1), each stored before the next.
     process = slow_cli(command, 0.3, tmp_path, log)
     if phase == "pool":
         kill_when(process, lambda: len(of_type(complete_records(pool), "result")) >= 1, log)
@@ -202,17 +210,21 @@ def test_curve_sigkill_then_rerun_equals_uninterrupted(
         pooled = len(of_type(complete_records(pool), "result"))
         done = of_type(complete_records(scores), "scores")
         assert pooled == len(CURVE_ITEMS)
-        assert 1 <= len(done) < 3 * len(CURVE_LENGTHS), "the kill must land during scoring"
+        assert 1 <= len(done) < 3 * len(CURVE_LENGTHS) * len(CURVE_ITEMS), (
+            "the kill must land during scoring"
+        )
+        assert all(len(r["ids"]) == 1 for r in done), "a record per batch of one instruction"
         assert not (killed / "curve.csv").exists()
         flips_done = sum(1 for r in done if r["scorer"] == "flip")
         tear(scores, '{"type": "scores", "scorer": "flip", "len')
 
     engine = FakeEngine()
     assert call_main(command, engine) == 0
-    # The rerun generated only the missing pool rows and scored only the missing lengths.
+    # The rerun generated only the missing pool rows and scored only the missing
+    # (length, instruction) batches: a scorer stopped part-way resumes after its last batch.
     assert len(generation_requests(engine)) == len(CURVE_ITEMS) - pooled
     flip_calls = [c for c in engine.calls if any("<response>" in r.prompt for r in c)]
-    assert len(flip_calls) == len(CURVE_LENGTHS) - flips_done
+    assert len(flip_calls) == len(CURVE_LENGTHS) * len(CURVE_ITEMS) - flips_done
 
     pool_records = read_jsonl(pool)  # strict: the torn line must be gone
     assert len(of_type(pool_records, "header")) == 1
@@ -220,5 +232,5 @@ def test_curve_sigkill_then_rerun_equals_uninterrupted(
     assert sorted(r["id"] for r in results) == [item["id"] for item in CURVE_ITEMS]
     assert by_id(results) == by_id(of_type(read_jsonl(clean / "pool.jsonl"), "result"))
     assert scores_by_key(read_jsonl(scores)) == scores_by_key(read_jsonl(clean / "scores.jsonl"))
-    assert len(scores_by_key(read_jsonl(scores))) == 3 * len(CURVE_LENGTHS)
-    assert csv_without_seconds(killed / "curve.csv") == csv_without_seconds(clean / "curve.csv")
+    assert len(scores_by_key(read_jsonl(scores))) == 3 * len(CURVE_LENGTHS) * len(CURVE_ITEMS)
+    assert csv_without_costs(killed / "curve.csv") == csv_without_costs(clean / "curve.csv")

@@ -246,6 +246,7 @@ def score_pool(
         }
         total = sum(len(pool.token_ids[i]) for todo in todo_of.values() for i in todo)
         bar = stack.enter_context(progress_bar(total, desc="score", unit="candidate"))
+        size = config.generation.batch_instructions
         for length in curve.lengths:
             candidates = pool.at_length(engine, length)
             if separate:  # the generator's log-probabilities are not the scoring model's
@@ -253,40 +254,45 @@ def score_pool(
             for name, scorer in scorers.items():
                 entry = done[(name, length)]
                 todo = todo_of[(name, length)]
-                if not todo:
-                    continue
-                stage(f"{name} at {length} tokens")
                 best = BestOfN(engine, scorer, config, scoring_engine=scoring)
-                scores = best.score(
-                    [pool.instructions[i] for i in todo], [candidates[i] for i in todo]
-                )
-                stats = best.last_stats
-                rows = [[s.value for s in row] for row in scores]
-                ids = [pool.ids[i] for i in todo]
-                record: dict[str, Any] = {
-                    "type": "scores",
-                    "scorer": name,
-                    "length": length,
-                    "settings": settings_of(name),
-                    "ids": ids,
-                    "seconds": round(stats.scoring_s, 3),
-                    "prompt_tokens": stats.scoring_prompt_tokens,
-                    "output_tokens": stats.scoring_output_tokens,
-                    "candidates": sum(len(row) for row in rows),
-                    "scores": rows,
-                    "reasons": [
-                        [s.unscored_reason for s in row] if any(not s.scored for s in row) else None
-                        for row in scores
-                    ],
-                }
-                store.write(record)
-                store.flush()
-                entry.scores.update(zip(ids, rows, strict=True))
-                entry.seconds += stats.scoring_s
-                entry.prompt_tokens += stats.scoring_prompt_tokens
-                entry.output_tokens += stats.scoring_output_tokens
-                entry.candidates += sum(len(row) for row in rows)
-                bar.update(sum(len(pool.token_ids[i]) for i in todo))
+                # A record per batch of instructions, durable before the next batch: an
+                # interrupted scorer resumes after its last stored batch.
+                for start in range(0, len(todo), size):
+                    chunk = todo[start : start + size]
+                    stage(f"{name} at {length} tokens")
+                    scores = best.score(
+                        [pool.instructions[i] for i in chunk], [candidates[i] for i in chunk]
+                    )
+                    stats = best.last_stats
+                    rows = [[s.value for s in row] for row in scores]
+                    ids = [pool.ids[i] for i in chunk]
+                    store.write(
+                        {
+                            "type": "scores",
+                            "scorer": name,
+                            "length": length,
+                            "settings": settings_of(name),
+                            "ids": ids,
+                            "seconds": round(stats.scoring_s, 3),
+                            "prompt_tokens": stats.scoring_prompt_tokens,
+                            "output_tokens": stats.scoring_output_tokens,
+                            "candidates": sum(len(row) for row in rows),
+                            "scores": rows,
+                            "reasons": [
+                                [s.unscored_reason for s in row]
+                                if any(not s.scored for s in row)
+                                else None
+                                for row in scores
+                            ],
+                        }
+                    )
+                    store.flush()
+                    entry.scores.update(zip(ids, rows, strict=True))
+                    entry.seconds += stats.scoring_s
+                    entry.prompt_tokens += stats.scoring_prompt_tokens
+                    entry.output_tokens += stats.scoring_output_tokens
+                    entry.candidates += sum(len(row) for row in rows)
+                    bar.update(sum(len(pool.token_ids[i]) for i in chunk))
     for entry in done.values():
         entry.unscored = sum(1 for i in pool.ids for v in entry.scores[i] if v is None)
     return done

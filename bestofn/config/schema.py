@@ -100,7 +100,8 @@ class GenerationConfig:
     """Optional system message; None keeps the model's own chat-template default."""
     batch_instructions: int = constrained(32, ">= 1", lambda v: v >= 1)
     """Instructions per engine call; results are written after each batch, so a crash
-    loses at most one batch and ``--resume`` continues from there."""
+    loses at most one batch and ``--resume`` continues from there. ``bestofn curve``
+    generates its pool and stores each scorer's scores in batches of this size too."""
 
 
 @dataclass(frozen=True)
