@@ -256,9 +256,12 @@ def slow_cli_job(
     being made durable."""
     from vllm_servers import start_in_own_group
 
+    # A foreground job takes Ctrl-C; a test runner started in the background (``cmd &``
+    # in a script) ignores SIGINT, and its children would inherit that: restore it.
     code = (
-        "import os, sys, time; from bestofn.commands import main; "
+        "import os, signal, sys, time; from bestofn.commands import main; "
         "from bestofn.engines.fake import FakeEngine\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"if {fsync_s!r}:\n"
         f"    os.fsync = lambda fd, sync=os.fsync: (time.sleep({fsync_s!r}), sync(fd))[1]\n"
         f"sys.exit(main(sys.argv[1:], engine=FakeEngine(delay_s={delay_s!r})))"
