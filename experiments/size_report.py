@@ -227,13 +227,6 @@ def selection_ranking(cells: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-CURVE_DIRS = {
-    "smollm2-135m-instruct": HERE / "results" / "curve_ifeval_size_1p5b_by_135m",
-    "qwen2.5-coder-1.5b-instruct": HERE / "results" / "curve_ifeval_size_1p5b",
-}
-"""The IFEval curve's output folder per scoring model (size_curve.py; the 1.5B model
-generates the pool in both)."""
-CURVE_K = 8
 MODEL_TICKS = {
     "smollm2-135m-instruct": "SmolLM2\n135M",
     "gemma-3-270m": "Gemma 3\n270M",
@@ -241,26 +234,36 @@ MODEL_TICKS = {
 }
 
 
-def curve_gains() -> dict[str, dict[str, tuple[float, float, float]]]:
-    """Per scoring model and selector: the paired gain over best-of-1 at k = CURVE_K
-    (mean, low, high), from a finished curve's curve.csv (a curve still being scored has
-    none)."""
+def curve_gains() -> tuple[int, dict[str, dict[str, tuple[float, float, float]]]]:
+    """The IFEval curves size_curve.py runs (its configs name each one's scoring model,
+    output folder and pool size): the pool size k, and per scoring model and selector the
+    paired gain over best-of-1 at k (mean, low, high), from a finished curve's curve.csv
+    (a curve still being scored has none)."""
     import csv
 
+    from size_curve import SELF, SMALL
+
+    from bestofn.config import load_config
+
     gains: dict[str, dict[str, tuple[float, float, float]]] = {}
-    for model, folder in CURVE_DIRS.items():
-        path = folder / "curve.csv"
+    pool_sizes = set()
+    for config_path in (SELF, SMALL):
+        config = load_config(str(config_path))
+        k = config.curve.n_max
+        pool_sizes.add(k)
+        path = HERE.parent / config.curve.output_dir / "curve.csv"
         if not path.exists():
             continue
         with path.open(encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
-                if int(row["k"]) == CURVE_K:
-                    gains.setdefault(model, {})[row["scorer"]] = (
+                if int(row["k"]) == k:
+                    gains.setdefault(config.scorer_model or config.model, {})[row["scorer"]] = (
                         float(row["gain_over_best_of_1"]),
                         float(row["gain_ci_low"]),
                         float(row["gain_ci_high"]),
                     )
-    return gains
+    (k,) = pool_sizes  # both curves score one pool
+    return k, gains
 
 
 def figure(cells: dict[str, Any], path: Path) -> None:
@@ -285,13 +288,14 @@ def figure(cells: dict[str, Any], path: Path) -> None:
                 lines.setdefault(variant, []).append((params, d["diff"], d["ci_low"], d["ci_high"]))
         panels.append((f"{SET_LABELS[set_name]}, test half:\nagreement minus random", lines))
     curve: dict[str, list[tuple[float, float, float, float]]] = {}
-    for model, by_scorer in curve_gains().items():
+    k, gains = curve_gains()
+    for model, by_scorer in gains.items():
         for variant in scorers:
             if variant in by_scorer:
                 curve.setdefault(variant, []).append((MODELS[model], *by_scorer[variant]))
     panels.append(
         (
-            f"IFEval test half, 1.5B generating:\nbest-of-{CURVE_K} minus best-of-1",
+            f"IFEval test half, 1.5B generating:\nbest-of-{k} minus best-of-1",
             curve,
         )
     )
