@@ -143,10 +143,14 @@ def report(half: str = "test") -> int:
             for v, sets in vs.items()}
         for m, vs in cells.items()
     }  # fmt: skip
-    (out_dir / f"size_study{suffix}.json").write_text(
-        json.dumps({"half": half, "cells": serial}, indent=2) + "\n", encoding="utf-8"
-    )
+    document: dict[str, Any] = {"half": half, "cells": serial}
     text = markdown(cells, half)
+    if half == "test":
+        document["ifeval_curve_between_models"] = between = curve_between_models()
+        text += "\n".join(curve_markdown(between))
+    (out_dir / f"size_study{suffix}.json").write_text(
+        json.dumps(document, indent=2) + "\n", encoding="utf-8"
+    )
     (out_dir / f"size_study{suffix}.md").write_text(text, encoding="utf-8")
     print(text)
     if half == "test":
@@ -264,6 +268,101 @@ def curve_gains() -> tuple[int, dict[str, dict[str, tuple[float, float, float]]]
                     )
     (k,) = pool_sizes  # both curves score one pool
     return k, gains
+
+
+def curve_between_models() -> dict[str, Any]:
+    """The IFEval pool scored by both models (size_curve.py's two configs): per selector both
+    scorers read, the best-of-k quality at k = the pool size with the larger model scoring
+    minus with SmolLM2 scoring, paired over the same instructions (each instruction's exact
+    best-of-k expectation, as the curve computes it; best-of-1 is the same pool's and
+    cancels). A selector is compared once both stores hold every instruction's scores, so
+    it can be read before the slower scorers finish; the curves' own tables need all."""
+    from size_curve import SELF, SMALL
+
+    from bestofn.analysis.best_of_k import best_of_k_curve, paired_difference
+    from bestofn.analysis.quality import quality_function
+    from bestofn.config import load_config
+    from bestofn.results import read_results
+
+    big, small = load_config(str(SELF)), load_config(str(SMALL))
+    k = big.curve.n_max
+    pool_header, pool_records = read_results(HERE.parent / big.curve.output_dir / "pool.jsonl")
+    if list(big.curve.lengths) != [pool_header["max_tokens"]]:
+        raise SystemExit(
+            f"size_report: the IFEval comparison reads each candidate whole, so "
+            f"curve.lengths must be [{pool_header['max_tokens']}] (the pool's max_tokens), "
+            f"got {list(big.curve.lengths)}"
+        )
+    quality = quality_function(big.curve.quality)
+    qualities: dict[str, list[float]] = {}
+    for r in pool_records:
+        if r.get("type") != "result" or "candidates" not in r:
+            continue
+        try:
+            qualities[r["id"]] = [
+                quality(r["instruction"], c["text"], r["record"]) for c in r["candidates"]
+            ]
+        except Exception:  # ungradable: the curve leaves it out too
+            continue
+
+    def scores_of(config: Any) -> dict[str, dict[str, list[float | None]]]:
+        path = HERE.parent / config.curve.output_dir / "scores.jsonl"
+        by_scorer: dict[str, dict[str, list[float | None]]] = {}
+        if path.exists():
+            for r in read_results(path)[1]:
+                if r.get("type") == "scores":
+                    rows = by_scorer.setdefault(r["scorer"], {})
+                    rows.update(zip(r["ids"], r["scores"], strict=True))
+        return by_scorer
+
+    tie_rule = "first" if big.curve.ties == "selection" else "uniform"
+    mine, theirs = scores_of(big), scores_of(small)
+    rows: dict[str, Any] = {}
+    for scorer in big.curve.scorers:
+        if scorer in ENGINE_FREE or scorer == "oracle":
+            continue  # the same selection whichever model scores
+        a, b = mine.get(scorer, {}), theirs.get(scorer, {})
+        ids = sorted(qualities)
+        if not ids or any(i not in a or i not in b for i in ids):
+            rows[scorer] = None
+            continue
+        at_k = {
+            name: [best_of_k_curve(s[i], qualities[i], tie_rule=tie_rule)[k - 1] for i in ids]
+            for name, s in (("big", a), ("small", b))
+        }
+        diff, low, high = paired_difference(at_k["big"], at_k["small"])
+        rows[scorer] = {
+            "n": len(ids),
+            "big": float(np.mean(at_k["big"])),
+            "small": float(np.mean(at_k["small"])),
+            "diff": diff,
+            "ci_low": low,
+            "ci_high": high,
+        }
+    return {"k": k, "big": big.model, "small": small.scorer_model, "selectors": rows}
+
+
+def curve_markdown(between: dict[str, Any]) -> list[str]:
+    k = between["k"]
+    lines = [
+        f"### IFEval test half, {between['big']} generating: its own scores against "
+        f"{between['small']}'s",
+        "",
+        f"Best-of-{k} strict pass rate on the same pool; the difference is paired over the "
+        "same instructions [paired bootstrap 95 % CI].",
+        "",
+        f"| selector | n | {between['big']} scoring | {between['small']} scoring | difference |",
+        "|---|---|---|---|---|",
+    ]
+    for scorer, c in between["selectors"].items():
+        if c is None:
+            lines.append(f"| `{scorer}` | - | still scoring | | |")
+            continue
+        lines.append(
+            f"| `{scorer}` | {c['n']} | {c['big']:.3f} | {c['small']:.3f} | "
+            f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] |"
+        )
+    return [*lines, ""]
 
 
 def figure(cells: dict[str, Any], path: Path) -> None:
