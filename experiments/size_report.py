@@ -317,12 +317,12 @@ def curve_between_models() -> dict[str, Any]:
 
     tie_rule = "first" if big.curve.ties == "selection" else "uniform"
     mine, theirs = scores_of(big), scores_of(small)
+    ids = sorted(qualities)
     rows: dict[str, Any] = {}
     for scorer in big.curve.scorers:
         if scorer in ENGINE_FREE or scorer == "oracle":
             continue  # the same selection whichever model scores
         a, b = mine.get(scorer, {}), theirs.get(scorer, {})
-        ids = sorted(qualities)
         if not ids or any(i not in a or i not in b for i in ids):
             rows[scorer] = None
             continue
