@@ -53,6 +53,7 @@ def load_cell(model: str, half: str, variant: str, set_name: str) -> dict[str, A
     chunks = chunks_of(path)
     fps = {r["fp"] for r in rows.values()}
     chunks = [c for c in chunks if c.get("fp") in fps]
+    model_free = variant in ENGINE_FREE  # its chunks may name the dtype of an engine beside it
     return {
         "rows": rows,
         "seconds": round(sum(c["seconds"] for c in chunks), 1),
@@ -61,7 +62,7 @@ def load_cell(model: str, half: str, variant: str, set_name: str) -> dict[str, A
         "machines": sorted(
             {
                 f"{'AVX-512 BF16' if c.get('avx512_bf16') else 'AVX2'}, "
-                f"{'derived' if c.get('derived') else c.get('dtype') or 'no model'}"
+                f"{'derived' if c.get('derived') else (not model_free and c.get('dtype')) or 'no model'}"
                 for c in chunks
             }
         ),

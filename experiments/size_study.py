@@ -362,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
                         "seconds": round(seconds, 2),
                         "prompt_tokens": engine.stats.prompt_tokens - before[0] if engine else 0,
                         "output_tokens": engine.stats.output_tokens - before[1] if engine else 0,
-                        "dtype": dtype,
+                        "dtype": dtype if VARIANTS[variant][0] not in ENGINE_FREE else None,
                         **where,
                         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     }
