@@ -18,7 +18,8 @@ experiments/results/size/<model>/<half>/<variant>__<set>.jsonl and fsynced as it
 with a fingerprint of what the scores depend on (the model's checksum, the scorer's config
 sections and template text); a rerun skips the items already stored under the same
 fingerprint, so an interrupted run loses at most one chunk. Each chunk line records its
-seconds, tokens, dtype and whether the CPU has native bf16. The report writes
+seconds, tokens, dtype and whether the CPU has native bf16 (``--dtype float32`` keeps a
+store begun on an AVX2 machine in float32 when it resumes on one with native bf16). The report writes
 experiments/results/size_study.{md,json} and size_gain.png.
 """
 
@@ -272,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         data = {s: items[: args.limit] for s, items in data.items()}
     base = load_config(None, model=None if model == REFERENCE_MODEL else model)
+    if args.dtype:
+        base = replace(base, engine=replace(base.engine, dtype=args.dtype))
     from bestofn.engines.model_files import resolve_model
 
     _, described = resolve_model(base.model, base.model_cache_dir)
@@ -387,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--half", default="test", choices=("test", "selection"))
     parser.add_argument("--chunk", type=int, default=16, help="items per stored chunk")
     parser.add_argument("--limit", type=int, help="only the first K items of each set")
+    parser.add_argument(
+        "--dtype",
+        help="engine dtype (engine.dtype: auto, float32, bfloat16); a store's chunks record "
+        "theirs, so a run resumed on another machine can keep the dtype it started with",
+    )
     parser.add_argument("--report", action="store_true", help="tables and figure, no model")
     args = parser.parse_args(argv)
     if args.report:
