@@ -19,8 +19,8 @@ with a fingerprint of what the scores depend on (the model's checksum, the score
 sections and template text); a rerun skips the items already stored under the same
 fingerprint, so an interrupted run loses at most one chunk. Each chunk line records its
 seconds, tokens, dtype and whether the CPU has native bf16 (``--dtype float32`` keeps a
-store begun on an AVX2 machine in float32 when it resumes on one with native bf16). The report writes
-experiments/results/size_study.{md,json} and size_gain.png.
+store begun on an AVX2 machine in float32 when it resumes on one with native bf16). The
+report writes experiments/results/size_study.{md,json} and size_gain.png.
 """
 
 from __future__ import annotations
@@ -272,9 +272,8 @@ def run(args: argparse.Namespace) -> int:
     data = {s: items_of(s, args.half) for s in sets}
     if args.limit:
         data = {s: items[: args.limit] for s, items in data.items()}
-    base = load_config(None, model=None if model == REFERENCE_MODEL else model)
-    if args.dtype:
-        base = replace(base, engine=replace(base.engine, dtype=args.dtype))
+    overrides = {"engine.dtype": args.dtype} if args.dtype else {}
+    base = load_config(None, model=None if model == REFERENCE_MODEL else model, **overrides)
     from bestofn.engines.model_files import resolve_model
 
     _, described = resolve_model(base.model, base.model_cache_dir)
