@@ -46,15 +46,22 @@ def alive(pid: int) -> bool:
     return pid in process_table()
 
 
+def running(pid: int, command: str) -> int:
+    """``pid`` once its command line reads ``command``. Popen returns when exec has closed
+    the child's close-on-exec pipe, which is before the kernel has set up the new argument
+    pages: for that moment /proc/<pid>/cmdline is empty and ``command_line`` gives
+    ``[sleep]`` from comm. A forked shell shows the shell's line until it runs sleep."""
+    deadline = time.monotonic() + 10
+    while command_line(pid) != command and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert command_line(pid) == command
+    return pid
+
+
 def sleeping_child(shell: subprocess.Popen[bytes]) -> int:
     """The pid of the `sleep 60` the shell started (once it runs sleep, not a forked sh)."""
     assert shell.stdout is not None
-    pid = int(shell.stdout.readline())
-    deadline = time.monotonic() + 10
-    while command_line(pid) != "sleep 60" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert command_line(pid) == "sleep 60"
-    return pid
+    return running(int(shell.stdout.readline()), "sleep 60")
 
 
 def test_a_server_like_process_in_its_own_group_is_found_and_ended(
@@ -62,6 +69,7 @@ def test_a_server_like_process_in_its_own_group_is_found_and_ended(
 ) -> None:
     sleeper = start_in_own_group(["sleep", "60"])
     started.append(sleeper)
+    running(sleeper.pid, "sleep 60")
     assert os.getpgid(sleeper.pid) == sleeper.pid != os.getpgrp()
     assert sleeper.pid in STARTED_GROUPS
     mine = [p for p in leftover_processes() if p.pid == sleeper.pid]
