@@ -91,6 +91,7 @@ class TimedEngine:
         self.device, self.dtype = "cpu", "float32"
         self.stats = EngineStats(start_s=3.0)
         self.startup_phases = {"imports": 1.0, "engine": 2.0}
+        self.grammar_compilation = "in_line"
         self.warmed: dict[str, Any] = {}
         self.closed = False
 
@@ -130,6 +131,7 @@ def test_open_engine_reports_every_phase(
         assert engine.stats.start_s == pytest.approx(sum(phases.values()))
         assert engine.info["startup_phases"] == {k: round(v, 2) for k, v in phases.items()}
         assert engine.info["engine_start_s"] == round(engine.stats.start_s, 2)
+        assert engine.info["grammar_compilation"] == "in_line"
         assert engine.warmed == {  # type: ignore[attr-defined]
             "schemas": [SCHEMA],
             "sampling_logprobs": False,

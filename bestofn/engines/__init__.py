@@ -146,6 +146,7 @@ def open_engine(
         "engine_start_s": round(started.stats.start_s, 2),
         "warm_up_s": round(started.startup_phases["warmup"], 2),
         "startup_phases": {k: round(v, 2) for k, v in started.startup_phases.items()},
+        "grammar_compilation": started.grammar_compilation,
     }
     each = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in started.startup_phases.items())
     warn(

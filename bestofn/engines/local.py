@@ -82,6 +82,26 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def _compile_grammars_in_line(llm: Any) -> bool:
+    """Make the in-process engine compile each request's JSON grammar as the request is
+    added, instead of on vLLM's thread pool. With the pool, the scheduler holds a request
+    back until its grammar is ready, so which requests share the first decoding steps
+    depends on thread timing; greedy decoding in bf16 depends on batch composition, so two
+    runs of the same batch could reconstruct differently (seen here on an AVX-512 BF16
+    CPU: 3 of 5 fresh processes gave other FLIP scores). Compiled in line, every request
+    of a call is ready at the first step. vLLM has no setting for this, so the pinned
+    version's manager flag is set; False (nothing changed) when it is not there, as when
+    the engine core runs in another process."""
+    core = getattr(
+        getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None
+    )
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
+        return False
+    manager._use_async_grammar_compilation = False
+    return True
+
+
 class VllmEngine(TokenizedEngine):
     """One ``vllm.LLM`` for the whole process."""
 
@@ -135,6 +155,10 @@ class VllmEngine(TokenizedEngine):
                 f"the vLLM engine failed to start on {model_path}: {text}{hint}"
             ) from exc
         self._tokenizer = self._llm.get_tokenizer()
+        in_line = _compile_grammars_in_line(self._llm)
+        self.grammar_compilation = "in_line" if in_line else "vllm_default"
+        """How JSON grammars compile: ``in_line`` (every request of a call is ready at its
+        first step, so a call's batches do not depend on thread timing) or vLLM's own."""
         self._sampling_params = vllm.SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import StructuredOutputsParams
