@@ -329,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
                     schemas.append(schema)
         engine = stack.enter_context(open_engine(base, schemas=schemas)) if needs_engine else None
         dtype = getattr(engine, "dtype", None)
+        # Chunks stored before this key existed compiled grammars on vLLM's thread pool.
+        grammars = getattr(engine, "info", {}).get("grammar_compilation")
         for set_name, variant, config, fp, path, todo in jobs:
             scorer = make_scorer(
                 VARIANTS[variant][0],
@@ -365,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
                         "prompt_tokens": engine.stats.prompt_tokens - before[0] if engine else 0,
                         "output_tokens": engine.stats.output_tokens - before[1] if engine else 0,
                         "dtype": dtype if VARIANTS[variant][0] not in ENGINE_FREE else None,
+                        "grammar_compilation": grammars,
                         **where,
                         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     }
