@@ -268,6 +268,7 @@ class Warmed(FakeEngine):
         super().__init__()
         self.device, self.dtype = "cpu", "float32"
         self.startup_phases: dict[str, float] = {}
+        self.grammar_compilation = "in_line"
 
     def warm_up(
         self, schemas: Any, *, sampling_logprobs: bool = True, teacher_forcing: bool = True
