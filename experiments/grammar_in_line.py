@@ -27,11 +27,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-def manager_of(engine: Any) -> Any:
-    """vLLM's structured-output manager of the in-process engine core."""
-    return engine._llm.llm_engine.engine_core.engine_core.structured_output_manager
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=32)
@@ -45,6 +40,7 @@ def main() -> int:
 
     from bestofn.config import load_config
     from bestofn.engines import open_engine
+    from bestofn.engines.local import structured_output_manager
     from bestofn.scorers import make_scorer, reply_schemas
 
     overrides = {"model": args.model} if args.model else {}
@@ -55,7 +51,8 @@ def main() -> int:
     seconds: dict[str, list[float]] = {"in_line": [], "pool": []}
     replies: dict[str, list[list[Any]]] = {"in_line": [], "pool": []}
     with open_engine(config, schemas=reply_schemas("flip", config)) as engine:
-        manager = manager_of(engine)
+        manager = structured_output_manager(engine._llm)
+        assert manager is not None, "the engine core is not in this process"
         for round_ in range(args.rounds):
             order = ["in_line", "pool"] if round_ % 2 == 0 else ["pool", "in_line"]
             for mode in order:

@@ -78,8 +78,10 @@ def test_same_seed_same_candidates_and_scores_across_runs(tmp_path: Path) -> Non
 def test_the_engine_compiles_json_grammars_in_line(real_engine: Any) -> None:
     """The pinned vLLM still has the manager flag VllmEngine turns off (a vLLM whose
     internals moved would bring back batches that depend on thread timing)."""
-    core = real_engine._llm.llm_engine.engine_core.engine_core
-    assert core.structured_output_manager._use_async_grammar_compilation is False
+    from bestofn.engines.local import structured_output_manager
+
+    manager = structured_output_manager(real_engine._llm)
+    assert manager is not None and manager._use_async_grammar_compilation is False
     assert real_engine.grammar_compilation == "in_line"
 
 

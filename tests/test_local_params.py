@@ -4,9 +4,12 @@ log-probabilities, so it asks vLLM not to detokenise; sampling reads the text, s
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from scripted_llm import scripted_engine
 
 from bestofn.engines.base import GenerationRequest
+from bestofn.engines.local import _compile_grammars_in_line
 
 
 def test_teacher_forcing_asks_for_prompt_logprobs_without_detokenising() -> None:
@@ -30,29 +33,25 @@ def test_sampling_still_detokenises() -> None:
     assert "detokenize" not in call.params[0]  # vLLM's default: True
 
 
-def test_grammars_compile_in_line_when_the_engine_core_is_in_this_process() -> None:
-    from types import SimpleNamespace
-
-    from bestofn.engines.local import _compile_grammars_in_line
-
-    manager = SimpleNamespace(_use_async_grammar_compilation=True)
+def in_process_llm(manager: object) -> SimpleNamespace:
+    """A stand-in ``vllm.LLM`` whose in-process engine core holds ``manager``."""
     core = SimpleNamespace(structured_output_manager=manager)
-    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(engine_core=core)))
-    assert _compile_grammars_in_line(llm) is True
+    return SimpleNamespace(
+        llm_engine=SimpleNamespace(engine_core=SimpleNamespace(engine_core=core))
+    )
+
+
+def test_grammars_compile_in_line_when_the_engine_core_is_in_this_process() -> None:
+    manager = SimpleNamespace(_use_async_grammar_compilation=True)
+    assert _compile_grammars_in_line(in_process_llm(manager)) is True
     assert manager._use_async_grammar_compilation is False
 
 
 def test_nothing_is_changed_where_the_flag_or_the_core_is_not_there() -> None:
-    from types import SimpleNamespace
-
-    from bestofn.engines.local import _compile_grammars_in_line
-
     # The engine core in another process: the client has no core object to reach.
     remote = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace()))
     assert _compile_grammars_in_line(remote) is False
     # A vLLM whose manager has no such flag: none is invented.
     manager = SimpleNamespace()
-    core = SimpleNamespace(structured_output_manager=manager)
-    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(engine_core=core)))
-    assert _compile_grammars_in_line(llm) is False
+    assert _compile_grammars_in_line(in_process_llm(manager)) is False
     assert not hasattr(manager, "_use_async_grammar_compilation")

@@ -82,6 +82,16 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def structured_output_manager(llm: Any) -> Any | None:
+    """vLLM's structured-output manager of a ``vllm.LLM`` whose engine core runs in this
+    process (the pinned version's internals, reached in this one place); None where the
+    engine core runs in another process or the path moved."""
+    core = getattr(
+        getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None
+    )
+    return getattr(core, "structured_output_manager", None)
+
+
 def _compile_grammars_in_line(llm: Any) -> bool:
     """Make the in-process engine compile each request's JSON grammar as the request is
     added, instead of on vLLM's thread pool. With the pool, the scheduler holds a request
@@ -92,10 +102,7 @@ def _compile_grammars_in_line(llm: Any) -> bool:
     of a call is ready at the first step. vLLM has no setting for this, so the pinned
     version's manager flag is set; False (nothing changed) when it is not there, as when
     the engine core runs in another process."""
-    core = getattr(
-        getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None
-    )
-    manager = getattr(core, "structured_output_manager", None)
+    manager = structured_output_manager(llm)
     if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
         return False
     manager._use_async_grammar_compilation = False
